@@ -1,0 +1,77 @@
+"""Small CNN on scikit-learn's digits: the default experiment.
+
+Run:
+  python launch.py                                    # same as the next line
+  python launch.py --config experiments/digits_cnn.py --workdir runs/digits_cnn
+  python launch.py --config experiments/digits_cnn.py:runlocal   # a few steps
+
+Reaches (test split of 360 images, checkpoint chosen on validation):
+  RESULTS_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from mlcv.config import parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The digits CNN config; ``arg`` may be ``runlocal``."""
+    args = parse_arg(arg, runlocal=False)
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.task = "classification"
+    config.loss = "softmax_xent"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "digits"
+    config.data.data_dir = ml_collections.config_dict.placeholder(str)
+    config.data.download = True
+    config.data.train_split = ""  # "" keeps the dataset's own split
+    config.data.validation_split = ""
+    config.data.test_split = ""
+    config.data.batch_size = 64
+    config.data.eval_batch_size = 512
+    config.data.pp_train = "random_crop(8, pad=1)|normalize"
+    config.data.pp_eval = "normalize"
+    config.data.worker_count = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "cnn"
+    config.model.features = (32, 64)
+    config.model.convs_per_stage = 2
+    config.model.dense = 128
+    config.model.dropout = 0.3
+    config.model.batch_norm = True
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"
+    config.optim.lr = 3e-3
+    config.optim.schedule = "cosine"
+    config.optim.warmup_steps = 0
+    config.optim.weight_decay = 0.0
+    config.optim.grad_clip_norm = 0.0
+
+    config.total_epochs = 40.0
+    config.total_steps = ml_collections.config_dict.placeholder(int)
+    config.eval_every_epochs = 2.0
+    config.eval_every_steps = ml_collections.config_dict.placeholder(int)
+    config.log_every_steps = 20
+    config.log_every_epochs = ml_collections.config_dict.placeholder(float)
+
+    config.early_stopping = ml_collections.ConfigDict()
+    config.early_stopping.metric = "accuracy"
+    config.early_stopping.mode = "max"
+    config.early_stopping.patience_evals = 0  # 0 never stops early
+    config.early_stopping.min_delta = 0.0
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.keep = 2
+    config.tensorboard = True
+
+    if args.runlocal:
+        config.total_epochs = 2.0
+        config.eval_every_epochs = 1.0
+        config.log_every_steps = 5
+    return config

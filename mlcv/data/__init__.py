@@ -1,0 +1,106 @@
+"""Datasets by name: the built-in offline datasets and the TFDS catalogue.
+
+TFDS is the storage: a built-in dataset is a TFDS builder prepared once into
+the TFDS data dir as ArrayRecord files, and every dataset, built-in or from
+the catalogue, is read back as a random-access ``tfds`` data source that the
+grain pipelines of :mod:`mlcv.data.pipeline` index into.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mlcv.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What the code needs to know of a dataset besides its records.
+
+    Attributes:
+      name: the registry name (``digits``) or the TFDS catalogue name.
+      splits: TFDS split strings for the roles ``train``, ``validation`` and
+        ``test``; the validation split is a slice of the training data.
+      op_defaults: default arguments of preprocessing ops for this dataset,
+        e.g. the pixel mean and std used by a bare ``normalize``.
+      builtin: True for datasets whose builder ships with mlcv.
+    """
+
+    name: str
+    splits: dict[str, str]
+    op_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    builtin: bool = False
+
+
+# Pixel statistics of the digits train split (values 0..16).
+_DIGITS_STATS = {"normalize": {"mean": 4.88, "std": 6.02}}
+
+_BUILTIN: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        name="digits",
+        splits={"train": "train[:1257]", "validation": "train[1257:]", "test": "test"},
+        op_defaults=_DIGITS_STATS,
+        builtin=True,
+    ),
+}
+
+# Catalogue datasets stored as uint8 images: map them to [-1, 1] by default.
+_UINT8_STATS = {"normalize": {"mean": 127.5, "std": 127.5}}
+
+
+def builtin_names() -> list[str]:
+    """Names of the datasets that need no download."""
+    return sorted(_BUILTIN)
+
+
+def get(name: str) -> DatasetSpec:
+    """Returns the spec of a built-in dataset or of a TFDS catalogue dataset.
+
+    Raises:
+      ConfigError: ``name`` is neither built in nor in the TFDS catalogue.
+    """
+    if name in _BUILTIN:
+        return _BUILTIN[name]
+    import tensorflow_datasets as tfds
+
+    if name.split(":")[0].split("/")[0] not in tfds.list_builders():
+        raise ConfigError(
+            f"unknown dataset {name!r} (config.data.name): not a built-in dataset "
+            f"({', '.join(builtin_names())}) nor a TFDS catalogue name"
+        )
+    return DatasetSpec(
+        name=name,
+        splits={"train": "train[:90%]", "validation": "train[90%:]", "test": "test"},
+        op_defaults=_UINT8_STATS,
+    )
+
+
+def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, download: bool = True):
+    """A random-access data source of one TFDS split (prepared on first use)."""
+    import tensorflow_datasets as tfds
+
+    if spec.builtin:
+        builder = _builder(spec.name, data_dir)
+        if not builder.is_prepared():
+            builder.download_and_prepare(file_format="array_record")
+        return builder.as_data_source(split=split)
+    try:
+        return tfds.data_source(spec.name, split=split, data_dir=data_dir, download=download)
+    except Exception as e:  # TFDS raises many types for "not there / cannot fetch"
+        raise ConfigError(
+            f"cannot load TFDS dataset {spec.name!r} split {split!r} (config.data.name / config.data.data_dir): {e}"
+        ) from None
+
+
+def _builder(name: str, data_dir: str | None):
+    # Imported here so that listing names never pays for TFDS builders.
+    from mlcv.data.digits import Digits
+
+    builders = {"digits": Digits}
+    return builders[name](data_dir=data_dir, file_format="array_record")
+
+
+def num_classes(src, label_key: str = "label") -> int:
+    """Number of classes of a TFDS data source's ClassLabel feature."""
+    return int(src.dataset_info.features[label_key].num_classes)

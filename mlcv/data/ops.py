@@ -1,0 +1,142 @@
+"""Preprocessing ops composed from strings: ``"flip_lr|random_crop(8, pad=1)|normalize"``.
+
+Each op is a factory registered by name; called with the arguments written
+in the string it returns a function ``(example, rng) -> example`` over a dict
+of NumPy arrays. Ops that draw random numbers use only ``rng``, which grain
+derives from the loader seed and the record index, so a pipeline is
+reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Example = dict[str, Any]
+Op = Callable[[Example, np.random.Generator], Example]
+
+_OPS: dict[str, Callable[..., Op]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
+    """Registers an op factory under ``name``."""
+
+    def wrap(factory: Callable[..., Op]) -> Callable[..., Op]:
+        if name in _OPS:
+            raise ValueError(f"preprocessing op {name!r} registered twice")
+        _OPS[name] = factory
+        return factory
+
+    return wrap
+
+
+def names() -> list[str]:
+    """The registered op names."""
+    return sorted(_OPS)
+
+
+def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> Op:
+    """Builds one op from a ``|``-separated spec string.
+
+    ``defaults`` maps an op name to keyword arguments used where the string
+    gives none (the dataset's mean and std for ``normalize``, say).
+    """
+    defaults = defaults or {}
+    ops = [_parse_one(piece.strip(), defaults) for piece in spec.split("|") if piece.strip()]
+
+    def composed(example: Example, rng: np.random.Generator) -> Example:
+        for op in ops:
+            example = op(example, rng)
+        return example
+
+    return composed
+
+
+def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
+    try:
+        node = ast.parse(piece, mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse preprocessing op {piece!r}: {e.msg}") from None
+    if isinstance(node, ast.Name):
+        name, args, kwargs = node.id, [], {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        try:
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        except ValueError:
+            raise ValueError(f"arguments of preprocessing op {piece!r} must be literals") from None
+    else:
+        raise ValueError(f"cannot parse preprocessing op {piece!r}")
+    if name not in _OPS:
+        raise ValueError(f"unknown preprocessing op {name!r}; valid ops: {', '.join(names())}")
+    kwargs = {**defaults.get(name, {}), **kwargs}
+    try:
+        return _OPS[name](*args, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for preprocessing op {piece!r}: {e}") from None
+
+
+@register("normalize")
+def normalize(mean: float | tuple[float, ...] = 0.0, std: float | tuple[float, ...] = 1.0) -> Op:
+    """``(image - mean) / std`` in float32; mean and std are in raw pixel units."""
+    mean_a = np.asarray(mean, np.float32)
+    inv_std = 1.0 / np.asarray(std, np.float32)
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        return {**ex, "image": (np.asarray(ex["image"], np.float32) - mean_a) * inv_std}
+
+    return op
+
+
+@register("scale")
+def scale(factor: float) -> Op:
+    """Multiplies the image by ``factor`` (``scale(1/255)``), as float32."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        return {**ex, "image": np.asarray(ex["image"], np.float32) * np.float32(factor)}
+
+    return op
+
+
+@register("flip_lr")
+def flip_lr(p: float = 0.5) -> Op:
+    """Mirrors the image left-right with probability ``p``."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.random() < p:
+            return {**ex, "image": np.ascontiguousarray(ex["image"][:, ::-1])}
+        return ex
+
+    return op
+
+
+@register("random_crop")
+def random_crop(size: int | tuple[int, int], pad: int = 0) -> Op:
+    """Zero-pads by ``pad`` on each side, then crops ``size`` at a random place."""
+    h, w = (size, size) if isinstance(size, int) else size
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        img = ex["image"]
+        if pad:
+            img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+        if img.shape[0] < h or img.shape[1] < w:
+            raise ValueError(f"random_crop({size}): image {img.shape} is smaller than the crop")
+        y = int(rng.integers(0, img.shape[0] - h + 1))
+        x = int(rng.integers(0, img.shape[1] - w + 1))
+        return {**ex, "image": img[y : y + h, x : x + w]}
+
+    return op
+
+
+@register("keep")
+def keep(*keys: str) -> Op:
+    """Drops every key but ``keys`` (TFDS records may carry ids and file names)."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        return {k: ex[k] for k in keys}
+
+    return op

@@ -1,0 +1,62 @@
+"""PNG plots of training curves and confusion matrices."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(records: Sequence[dict[str, Any]], metric: str, path: str | os.PathLike) -> None:
+    """Plots ``<split>/<metric>`` against step for every split that logged it."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({k for r in records for k in r if k.split("/", 1)[-1] == metric and "/" in k}):
+        pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if pts:
+            x, y = zip(*pts, strict=False)
+            ax.plot(x, y, marker="." if len(pts) < 50 else None, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    if metric == "loss":
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: Sequence[Sequence[float]], path: str | os.PathLike, title: str = "") -> None:
+    """Draws a confusion matrix with counts in the cells (rows: true class)."""
+    c = np.asarray(confusion)
+    k = c.shape[0]
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * k, 1 + 0.4 * k))
+    ax.imshow(c, cmap="Blues")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if c[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(c[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if c[i, j] > c.max() / 2 else "black",
+                    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,33 @@
+"""The train state shared by gradient-trained tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+from flax import struct
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a train step reads and writes; all leaves are arrays.
+
+    ``rng`` is a raw ``uint32[2]`` key so that it checkpoints like any array;
+    the key of step t is ``fold_in(rng, t)``, which makes a resumed run draw
+    the same numbers as an uninterrupted one.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    apply_fn: Callable = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    def apply_gradients(self, grads: Any, **changes: Any) -> TrainState:
+        """One optimizer update; ``changes`` replaces other fields."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)

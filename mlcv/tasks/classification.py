@@ -1,0 +1,90 @@
+"""Image classification: softmax cross-entropy or RMSE-to-one-hot on logits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from mlcv import losses, metrics
+from mlcv.tasks.base import TrainState
+
+
+class ClassificationTask:
+    """Trains a classifier on batches ``{'image', 'label'}``.
+
+    Evaluation batches also carry ``mask`` (0 marks padding); every eval
+    metric is derived from the confusion matrix summed over the split.
+    """
+
+    batch_keys = ("image", "label")
+
+    def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, num_classes: int):
+        self.model = model
+        self.num_classes = num_classes
+        self.loss_fn = losses.get(config.loss)
+
+    def init(self, rng: jax.Array, batch: dict[str, Any], tx: optax.GradientTransformation) -> TrainState:
+        """Initialises parameters from the shapes of ``batch``."""
+        init_rng, state_rng = jax.random.split(rng)
+        variables = self.model.init(
+            {"params": init_rng, "dropout": init_rng}, jnp.asarray(batch["image"][:1]), train=False
+        )
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            rng=state_rng,
+            apply_fn=self.model.apply,
+            tx=tx,
+        )
+
+    def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One gradient step; returns the new state and the batch's loss and accuracy."""
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_of(params):
+            logits, updates = state.apply_fn(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["image"],
+                train=True,
+                rngs={"dropout": dropout_rng},
+                mutable=["batch_stats"],
+            )
+            return self.loss_fn(logits, batch["label"]).mean(), (logits, updates)
+
+        (loss, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        state = state.apply_gradients(grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return state, {"loss": loss, "accuracy": acc}
+
+    def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Sums over the real (unmasked) examples of one batch."""
+        logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+        mask = batch["mask"]
+        return {
+            "loss_sum": jnp.sum(self.loss_fn(logits, batch["label"]) * mask),
+            "confusion": metrics.confusion_matrix(batch["label"], jnp.argmax(logits, -1), self.num_classes, mask),
+        }
+
+    def summarize(self, sums: Iterable[dict[str, Any]]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Turns per-batch sums into scalar metrics and non-scalar results."""
+        loss, confusion = 0.0, np.zeros((self.num_classes, self.num_classes), np.float64)
+        for s in sums:
+            loss += float(s["loss_sum"])
+            confusion += np.asarray(s["confusion"], np.float64)
+        n = confusion.sum()
+        scalars = {"loss": loss / n if n else float("nan"), **metrics.summarize_confusion(confusion)}
+        extras = {
+            "per_class_accuracy": metrics.per_class_accuracy(confusion).tolist(),
+            "confusion_matrix": confusion.astype(int).tolist(),
+        }
+        return scalars, extras
