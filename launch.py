@@ -1,7 +1,8 @@
 """The one entry point: ``python launch.py --config experiments/X.py[:arg] [--config.a.b=v] [--workdir DIR]``.
 
 With no flags it runs the default experiment (digits CNN) into
-``runs/digits_cnn``.
+``runs/digits_cnn``. A bad flag, config key, value or file ends the run with
+one ``error:`` line and a non-zero exit before anything is written.
 """
 
 from __future__ import annotations
@@ -15,17 +16,27 @@ from ml_collections import config_flags
 # Absolute, so that a bare `python path/to/launch.py` works from any directory.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "digits_cnn.py")
 
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=True)
+from mlcv import cli  # noqa: E402 - light: absl and ml_collections only
+
+# ml_collections reads the overrides in sys.argv while defining the flag, so a
+# mistyped key fails here, before absl parses anything.
+cli.check_config_file(sys.argv)
+try:
+    _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=True)
+except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
+    cli.fail(e, sys.argv)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<experiment>.")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from mlcv import cli
-
     return cli.main(_CONFIG.value, _WORKDIR.value, config_path=flags.FLAGS["config"].config_filename)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    return cli.parse_flags(argv, lambda: _CONFIG.value)
+
+
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=_parse_flags))

@@ -70,7 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint.keep = 2
     config.tensorboard = True
 
-    if args.runlocal:
+    if args.runlocal:  # a quick check of the whole flow, seconds not minutes
+        config.model.features = (16, 32)
+        config.model.dense = 64
         config.total_epochs = 2.0
         config.eval_every_epochs = 1.0
         config.log_every_steps = 5

@@ -14,6 +14,7 @@ from typing import Any
 
 import grain.python as gp
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -86,3 +87,17 @@ class Checkpoints:
     def close(self) -> None:
         """Waits for saves and releases the manager."""
         self.manager.close()
+
+
+def read_state(step_dir: str | os.PathLike) -> Any:
+    """Reads the train state of one step directory as NumPy arrays.
+
+    Works whatever the device layout of the run that saved it (8 devices,
+    several hosts): every array is gathered onto this process's first device.
+    """
+    path = Path(step_dir).absolute() / "state"
+    checkpointer = ocp.StandardCheckpointer()
+    meta = checkpointer.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    return jax.tree.map(np.asarray, checkpointer.restore(path, abstract))

@@ -2,13 +2,92 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
-from absl import logging
+from absl import flags, logging
 
 from mlcv.config import ConfigError
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The ConfigError inside a chain of wrapping exceptions, else ``e``."""
+    seen, cur = set(), e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ConfigError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return e
+
+
+def _config_file(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _explain(e: BaseException, argv: list[str]) -> str:
+    """One line that names the flag, key or file at fault."""
+    # ml_collections re-raises errors of get_config() with the traceback as text.
+    embedded = re.findall(r"ConfigError: (.+)$", str(e), flags=re.MULTILINE)
+    if embedded:
+        return embedded[-1].strip()
+    cause = _root_cause(e)
+    if isinstance(cause, ConfigError):
+        return str(cause)
+    text = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    if text[:1] in "'\"" and text[-1:] == text[:1]:
+        text = text[1:-1]
+    if isinstance(e, (AttributeError, KeyError)):
+        # ml_collections reports a key missing from a locked config this way;
+        # find the override that named it.
+        m = re.match(r"'*([\w-]+)", text)
+        key = m.group(1) if m else ""
+        culprit = next(
+            (a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0].split(".")), None
+        )
+        hint = text.split("Did you mean", 1)
+        hint = f" (did you mean{hint[1].rstrip('?')}?)" if len(hint) == 2 else ""
+        if culprit:
+            return f"unknown config key {key!r} in {culprit}{hint}"
+        return f"bad config override: {text}"
+    return text.replace("FATAL Flags parsing error: ", "")
+
+
+def fail(e: BaseException, argv: list[str]) -> None:
+    """Prints the one-line explanation of a flag or config error and exits 2."""
+    print(f"error: {_explain(e, argv)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_config_file(argv: list[str]) -> None:
+    """Exits with a clear error when ``--config`` names a file that does not exist."""
+    path = _config_file(argv)
+    if path is not None and not Path(path.split(":")[0]).is_file():
+        print(f"error: config file {path.split(':')[0]!r} (--config) does not exist", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_flags(argv: list[str], load_config: Callable[[], ml_collections.ConfigDict]) -> list[str]:
+    """Parses absl flags; on any error prints one ``error:`` line and exits 2.
+
+    ``load_config`` forces the config file to load, since ml_collections
+    defers a failed load until the value is first read.
+    """
+    check_config_file(argv)
+    try:
+        rest = flags.FLAGS(argv)
+        load_config()
+    except Exception as e:  # noqa: BLE001 - every parse failure ends in one line
+        fail(e, argv)
+    return rest
 
 
 def default_workdir(config_path: str) -> str:

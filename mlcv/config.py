@@ -61,13 +61,12 @@ def _split_top_level(text: str) -> list[str]:
 def steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int | None:
     """Returns ``config.<name>_steps`` or ``config.<name>_epochs`` in steps.
 
-    Exactly one of the two may be set (not None); neither set gives None.
+    ``<name>_steps`` wins when both are set, so that ``--config.total_steps=60``
+    overrides an experiment written in epochs; neither set gives None.
     Fractional epochs round up so a duration never collapses to zero steps.
     """
     by_steps = config.get(f"{name}_steps")
     by_epochs = config.get(f"{name}_epochs")
-    if by_steps is not None and by_epochs is not None:
-        raise ConfigError(f"set only one of {name}_steps and {name}_epochs")
     if by_steps is not None:
         return int(by_steps)
     if by_epochs is not None:

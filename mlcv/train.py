@@ -255,7 +255,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
         if not math.isfinite(scalars["loss"]):
             ckpts.wait()
             raise NonFiniteError(
-                f"non-finite validation/loss at step {step}; stopped. Last good checkpoint: step {ckpts.latest_step()}"
+                f"non-finite val/loss at step {step}; stopped. Last good checkpoint: step {ckpts.latest_step()}"
             )
         value = scalars[es.metric]
         better = loop["best_value"] is None or (

@@ -1,27 +1,21 @@
-"""Shared fixtures: one TFDS data dir per test session, so tests never touch ~/tensorflow_datasets."""
+"""Test-session set-up: a private TFDS data dir, so tests never touch ~/tensorflow_datasets."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="session", autouse=True)
-def tfds_data_dir(tmp_path_factory) -> str:
-    """Points TFDS (and subprocesses) at a fresh data dir for the session."""
-    path = str(tmp_path_factory.mktemp("tfds"))
-    old = os.environ.get("TFDS_DATA_DIR")
-    os.environ["TFDS_DATA_DIR"] = path
-    yield path
-    if old is None:
-        os.environ.pop("TFDS_DATA_DIR", None)
-    else:
-        os.environ["TFDS_DATA_DIR"] = old
+# Set at import time: TFDS reads TFDS_DATA_DIR when it is first imported, which
+# happens while test modules are collected. Subprocesses inherit it.
+_TFDS_DIR = tempfile.mkdtemp(prefix="mlcv-tfds-")
+os.environ["TFDS_DATA_DIR"] = _TFDS_DIR
+atexit.register(shutil.rmtree, _TFDS_DIR, ignore_errors=True)
 
 
 def launch_cmd(*args: str) -> list[str]:

@@ -64,11 +64,15 @@ def get(name: str) -> DatasetSpec:
         return _BUILTIN[name]
     import tensorflow_datasets as tfds
 
-    if name.split(":")[0].split("/")[0] not in tfds.list_builders():
+    try:
+        # builder_cls only imports the one builder module; list_builders()
+        # would import TensorFlow and probe the network.
+        tfds.builder_cls(name.split(":")[0].split("/")[0])
+    except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(
             f"unknown dataset {name!r} (config.data.name): not a built-in dataset "
             f"({', '.join(builtin_names())}) nor a TFDS catalogue name"
-        )
+        ) from None
     return DatasetSpec(
         name=name,
         splits={"train": "train[:90%]", "validation": "train[90%:]", "test": "test"},

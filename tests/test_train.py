@@ -1,0 +1,143 @@
+"""End-to-end runs of the training loop through launch.py: outputs, resume, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import launch_cmd
+
+from experiments import digits_cnn
+from mlcv import cli, tasks
+from mlcv.checkpoint import read_state
+from mlcv.report import read_metrics
+from mlcv.tasks.classification import ClassificationTask
+
+RUNLOCAL = ["--config", "experiments/digits_cnn.py:runlocal"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _launch(workdir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        launch_cmd(*RUNLOCAL, f"--workdir={workdir}", *overrides), cwd=ROOT, capture_output=True, text=True
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _step_dirs(ckpt_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.exists() else []
+
+
+def test_run_writes_every_output(tmp_path):
+    """A short run writes config, metrics, TensorBoard events, plots, checkpoints and the summary."""
+    wd = tmp_path / "run"
+    _launch(wd, "--config.total_steps=20", "--config.eval_every_steps=10")
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "plots/confusion_test.png",
+    ):
+        assert (wd / name).is_file(), name
+    assert list((wd / "tensorboard").glob("events.out.tfevents.*"))
+    assert _step_dirs(wd / "checkpoints") == [10, 20]
+    summary = json.loads((wd / "summary.json").read_text())
+    for key in ("validation", "test", "wall_time_s", "train_images_per_sec", "compile_time_s", "best_step"):
+        assert key in summary
+    confusion = np.array(summary["test_confusion_matrix"])
+    assert confusion.sum() == 360  # the whole digits test split, padding excluded
+    assert summary["test"]["accuracy"] == pytest.approx(np.trace(confusion) / 360)
+    records = read_metrics(wd / "metrics.jsonl")
+    assert [r["step"] for r in records if "val/accuracy" in r] == [10, 20]
+    assert all("train/loss" in r and "lr" in r for r in records if "val/accuracy" not in r)
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    """kill -9 mid-run (during an async save when caught), plus a planted half-written step: same final metrics."""
+    args = ("--config.total_steps=90", "--config.eval_every_steps=5", "--config.log_every_steps=5")
+    ref = tmp_path / "ref"
+    _launch(ref, *args)
+
+    wd = tmp_path / "killed"
+    ckpt = wd / "checkpoints"
+    proc = subprocess.Popen(
+        launch_cmd(*RUNLOCAL, f"--workdir={wd}", *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        names = os.listdir(ckpt) if ckpt.exists() else []
+        # Wait for one complete step, then strike while the next save is in flight.
+        if any(n.isdigit() for n in names) and any("tmp" in n for n in names):
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps = _step_dirs(ckpt)
+    assert steps and steps[-1] < 90
+
+    # A save cut short leaves only a temporary directory; plant one past the
+    # newest complete step, with its state missing, as a kill would leave it.
+    last = steps[-1]
+    planted = ckpt / f"{last + 5}.orbax-checkpoint-tmp"
+    if not planted.exists():
+        shutil.copytree(ckpt / str(last), planted)
+        shutil.rmtree(planted / "state")
+
+    resumed = _launch(wd, *args)
+    assert f"resumed from step {last}" in resumed.stderr
+    a = json.loads((ref / "summary.json").read_text())
+    b = json.loads((wd / "summary.json").read_text())
+    assert a["best_step"] == b["best_step"]
+    for split in ("validation", "test"):
+        for k, v in a[split].items():
+            assert b[split][k] == pytest.approx(v, abs=1e-6), (split, k)
+    ra, rb = read_metrics(ref / "metrics.jsonl"), read_metrics(wd / "metrics.jsonl")
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb, strict=True):
+        for k in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
+            if k in x:
+                assert y[k] == pytest.approx(x[k], abs=1e-6), (x["step"], k)
+
+
+class _NanAfterStep7(ClassificationTask):
+    """The classification task, with the loss turned NaN from step 8 on."""
+
+    def train_step(self, state, batch):
+        step = state.step
+        state, metrics = super().train_step(state, batch)
+        metrics["loss"] = jnp.where(step >= 7, jnp.nan, metrics["loss"])
+        return state, metrics
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """A NaN loss at step 8 stops the run with step and metric named; checkpoint 5 stays and is restorable."""
+    monkeypatch.setitem(tasks._TASKS, "nan_after_7", _NanAfterStep7)
+    config = digits_cnn.get_config("runlocal")
+    config.task = "nan_after_7"
+    config.total_steps = 20
+    config.eval_every_steps = 5
+    config.log_every_steps = 3
+    wd = tmp_path / "nan"
+    assert cli.main(config, str(wd), config_path="experiments/digits_cnn.py") == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert lines == [lines[0]] and "non-finite train/loss (nan) at step 8" in lines[0], err
+    assert not (wd / "summary.json").exists()
+    assert _step_dirs(wd / "checkpoints") == [5]
+    restored = read_state(wd / "checkpoints" / "5")
+    assert int(restored["step"]) == 5
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored["params"]))
