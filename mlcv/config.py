@@ -8,6 +8,7 @@ Experiment files call :func:`parse_arg` on the string after the colon of
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
 import ml_collections
@@ -70,5 +71,7 @@ def steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) ->
     if by_steps is not None:
         return int(by_steps)
     if by_epochs is not None:
-        return max(1, int(-(-float(by_epochs) * steps_per_epoch // 1)))
+        # Round before the ceiling: 1.1 epochs of 100 steps is 110, not the 111
+        # that the float 110.00000000000001 would give.
+        return max(1, math.ceil(round(float(by_epochs) * steps_per_epoch, 6)))
     return None

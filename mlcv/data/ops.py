@@ -10,6 +10,7 @@ reproducible and resumable.
 from __future__ import annotations
 
 import ast
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -65,19 +66,45 @@ def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         name = node.func.id
         try:
-            args = [ast.literal_eval(a) for a in node.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+            args = [_literal(a) for a in node.args]
+            kwargs = {k.arg: _literal(k.value) for k in node.keywords}
         except ValueError:
-            raise ValueError(f"arguments of preprocessing op {piece!r} must be literals") from None
+            raise ValueError(
+                f"arguments of preprocessing op {piece!r} must be literals or arithmetic on them"
+            ) from None
     else:
         raise ValueError(f"cannot parse preprocessing op {piece!r}")
     if name not in _OPS:
         raise ValueError(f"unknown preprocessing op {name!r}; valid ops: {', '.join(names())}")
-    kwargs = {**defaults.get(name, {}), **kwargs}
+    factory = _OPS[name]
     try:
-        return _OPS[name](*args, **kwargs)
+        given = inspect.signature(factory).bind_partial(*args, **kwargs).arguments
+        # Defaults fill only the parameters the string leaves out, whether it
+        # gives the others by position or by name.
+        kwargs = {**{k: v for k, v in defaults.get(name, {}).items() if k not in given}, **kwargs}
+        return factory(*args, **kwargs)
     except TypeError as e:
         raise ValueError(f"bad arguments for preprocessing op {piece!r}: {e}") from None
+
+
+_ARITHMETIC = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+
+def _literal(node: ast.AST) -> Any:
+    """A Python literal, allowing arithmetic such as ``1/255`` or ``-0.5``."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_literal(node.left), _literal(node.right))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return tuple(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
 
 
 @register("normalize")

@@ -14,6 +14,7 @@ from typing import Any
 import grain.python as gp
 import jax
 import numpy as np
+from absl import flags
 
 from mlcv.data import ops as ops_lib
 
@@ -58,10 +59,19 @@ def per_process_batch(global_batch: int) -> int:
     return global_batch // jax.process_count()
 
 
+def _allow_workers(worker_count: int) -> None:
+    # Grain's worker processes read its absl flags, which raise when nobody
+    # parsed them (a notebook, a test); launch.py parses them, others get the
+    # defaults.
+    if worker_count > 0 and not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 def train_loader(
     source, *, batch_size: int, pp: str, op_defaults: dict, keys: tuple[str, ...], seed: int, worker_count: int = 0
 ) -> gp.DataLoader:
     """An endless shuffled loader of batches of ``batch_size`` (global)."""
+    _allow_workers(worker_count)
     sampler = gp.IndexSampler(
         num_records=len(source),
         shard_options=gp.ShardByJaxProcess(drop_remainder=True),
@@ -86,6 +96,7 @@ def eval_batches(
     Each batch carries ``mask`` (1 for real examples, 0 for padding).
     """
     local = per_process_batch(batch_size)
+    _allow_workers(worker_count)
     sampler = gp.IndexSampler(
         num_records=len(source),
         shard_options=gp.ShardByJaxProcess(drop_remainder=False),

@@ -1,0 +1,155 @@
+"""Tests of mlcv.models: output shapes, parameter counts by hand, a few SGD steps, and the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mlcv import models
+from mlcv.config import ConfigError
+
+# Parameter counts of each model's default config on (N, 8, 8, 1) inputs and 10 classes, by hand.
+LINEAR_PARAMS = 64 * 10 + 10  # W (64 x 10) + b = 650
+MLP_PARAMS = 64 * 128 + 128 + 128 * 10 + 10  # hidden0 + head = 9610
+CNN_PARAMS = (
+    # stage 0 (8x8 -> pool -> 4x4): two 3x3 convs without bias (batch_norm), BN scale + bias per channel
+    3 * 3 * 1 * 32
+    + 2 * 32
+    + 3 * 3 * 32 * 32
+    + 2 * 32
+    # stage 1 (4x4 -> pool -> 2x2)
+    + 3 * 3 * 32 * 64
+    + 2 * 64
+    + 3 * 3 * 64 * 64
+    + 2 * 64
+    # fc on the flattened 2 * 2 * 64 = 256 features, then the head
+    + 256 * 128
+    + 128
+    + 128 * 10
+    + 10
+)  # = 99370
+EXPECTED_PARAMS = {"linear": LINEAR_PARAMS, "mlp": MLP_PARAMS, "cnn": CNN_PARAMS}
+
+
+def _count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_names():
+    """The registry holds the three models."""
+    assert models.names() == ["cnn", "linear", "mlp"]
+    assert (LINEAR_PARAMS, MLP_PARAMS, CNN_PARAMS) == (650, 9610, 99370)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_init_shape_and_param_count(name):
+    """Init on (2, 8, 8, 1) with 10 classes gives (2, 10) logits and the hand-counted number of parameters."""
+    model = models.get(name, num_classes=10)
+    x = jnp.zeros((2, 8, 8, 1), jnp.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    assert _count(variables["params"]) == EXPECTED_PARAMS[name]
+    out = jax.jit(model.apply)(variables, x)
+    assert out.shape == (2, 10)
+    if name == "cnn":
+        # running mean and variance for each of the 32 + 32 + 64 + 64 BN channels
+        assert _count(variables["batch_stats"]) == 2 * (32 + 32 + 64 + 64)
+    else:
+        assert set(variables) == {"params"}
+
+
+def _train_losses(model, variables, x, y, steps=5):
+    """Loss on the batch before each of `steps` SGD(0.1) steps and after the last, in training mode."""
+    params = variables["params"]
+    extra = {k: v for k, v in variables.items() if k != "params"}
+    mutable = list(extra)
+    tx = optax.sgd(0.1)
+    opt_state = tx.init(params)
+
+    def loss_fn(params, extra, rng):
+        variables = {"params": params, **extra}
+        if mutable:
+            logits, new_extra = model.apply(variables, x, train=True, mutable=mutable, rngs={"dropout": rng})
+        else:
+            logits, new_extra = model.apply(variables, x, train=True, rngs={"dropout": rng}), {}
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_extra
+
+    @jax.jit
+    def step(params, extra, opt_state, rng):
+        (loss, new_extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, extra, rng)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), {**extra, **new_extra}, opt_state, loss
+
+    values = []
+    for i in range(steps + 1):  # the extra step's loss is the loss after `steps` updates
+        params, extra, opt_state, loss = step(params, extra, opt_state, jax.random.key(i))
+        values.append(float(loss))
+    return values
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_sgd_steps_lower_the_loss(name):
+    """Five SGD steps (lr 0.1, cross-entropy) on a fixed random batch of 16 lower the loss."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(16, 8, 8, 1)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, size=16))
+    model = models.get(name, num_classes=10)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    values = _train_losses(model, variables, x, y)
+    assert all(np.isfinite(values))
+    assert values[-1] < 0.9 * values[0], values
+
+
+def test_cnn_with_dropout_and_without_batch_norm():
+    """The CNN without batch norm has conv biases and no batch_stats; dropout differs by rng only in training."""
+    model = models.get("cnn", num_classes=3, features=(4,), convs_per_stage=1, dense=0, dropout=0.5, batch_norm=False)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    assert set(variables) == {"params"}
+    # conv 3*3*1*4 + 4 bias; pool 8 -> 4; head on 4*4*4 = 64 features: 64*3 + 3
+    assert _count(variables["params"]) == 3 * 3 * 1 * 4 + 4 + 64 * 3 + 3
+    eval1 = model.apply(variables, x)
+    eval2 = model.apply(variables, x)
+    np.testing.assert_array_equal(eval1, eval2)
+    t1 = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    t2 = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(t1, t2)
+
+
+def test_mlp_sigmoid_runs():
+    """An MLP with sigmoid hidden units and two hidden layers gives finite (2, 10) logits and the hand count."""
+    model = models.get("mlp", num_classes=10, hidden=(16, 8), activation="sigmoid")
+    x = jnp.ones((2, 8, 8, 1), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    assert _count(variables["params"]) == 64 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10
+    out = model.apply(variables, x)
+    assert out.shape == (2, 10) and np.all(np.isfinite(out))
+    # sigmoid differs from the default relu for the same weights
+    relu = models.get("mlp", num_classes=10, hidden=(16, 8))
+    assert not np.allclose(out, relu.apply(variables, x))
+
+
+def test_linear_is_affine():
+    """The linear model's logits are x_flat @ W + b with its own parameters."""
+    model = models.get("linear", num_classes=3)
+    x = np.random.default_rng(0).normal(size=(2, 2, 2, 1)).astype(np.float32)
+    variables = model.init(jax.random.key(0), x)
+    w = np.asarray(variables["params"]["head"]["kernel"])
+    b = np.asarray(variables["params"]["head"]["bias"])
+    np.testing.assert_allclose(model.apply(variables, x), x.reshape(2, 4) @ w + b, rtol=1e-5, atol=1e-6)
+
+
+def test_get_unknown_lists_names():
+    """An unknown model name raises ConfigError naming it and listing every model."""
+    with pytest.raises(ConfigError, match="'nope'") as info:
+        models.get("nope", num_classes=10)
+    for name in models.names():
+        assert name in str(info.value)
+
+
+def test_get_bad_kwarg_raises():
+    """An argument the model does not take raises ConfigError naming the model."""
+    with pytest.raises(ConfigError, match="'mlp'"):
+        models.get("mlp", num_classes=10, depth=3)
+    with pytest.raises(ConfigError, match="'linear'"):
+        models.get("linear")  # num_classes is required
