@@ -6,7 +6,9 @@ Run:
   python launch.py --config experiments/digits_cnn.py:runlocal   # a few steps
 
 Reaches (test split of 360 images, checkpoint chosen on validation):
-  RESULTS_PLACEHOLDER
+  98.94 ± 0.12 % test accuracy over seeds 0-4 (98.89, 98.89, 98.89, 98.89, 99.17; seeds 0-2
+  alone: 98.89 ± 0.00 %), 20-22 s wall time a run on a 2-core CPU, start-up and ~2 s of
+  compilation included; ~3,800 training images/s, bound by the input pipeline.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 from conftest import launch_cmd
 
 from experiments import digits_cnn
-from mlcv import cli, tasks
+from mlcv import cli, tasks, train
 from mlcv.checkpoint import read_state
 from mlcv.report import read_metrics
 from mlcv.tasks.classification import ClassificationTask
@@ -141,3 +141,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     restored = read_state(wd / "checkpoints" / "5")
     assert int(restored["step"]) == 5
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored["params"]))
+
+
+def test_early_stopping_and_best_checkpoint_kept(tmp_path):
+    """With an unreachable min_delta the run stops after `patience` evals; the best step survives keep=1."""
+    config = digits_cnn.get_config("runlocal")
+    config.total_steps = 40
+    config.eval_every_steps = 5
+    config.early_stopping.patience_evals = 2
+    config.early_stopping.min_delta = 1.0  # no accuracy gain can exceed 1.0: every eval after the first is "bad"
+    config.checkpoint.keep = 1
+    summary = train.run(config, tmp_path / "es")
+    assert summary["stopped_early"] is True
+    assert summary["step"] == 15 and summary["best_step"] == 5
+    assert _step_dirs(tmp_path / "es" / "checkpoints") == [5, 15]
+    # The reported validation metrics are those of step 5, the checkpoint chosen on validation.
+    records = read_metrics(tmp_path / "es" / "metrics.jsonl")
+    val5 = next(r for r in records if r["step"] == 5 and "val/accuracy" in r)
+    assert summary["validation"]["accuracy"] == pytest.approx(val5["val/accuracy"], abs=1e-9)

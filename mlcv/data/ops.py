@@ -149,7 +149,11 @@ def random_crop(size: int | tuple[int, int], pad: int = 0) -> Op:
     def op(ex: Example, rng: np.random.Generator) -> Example:
         img = ex["image"]
         if pad:
-            img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+            # Slice assignment into zeros: np.pad costs ~60 us a record here,
+            # a fifth of the whole digits pipeline.
+            padded = np.zeros((img.shape[0] + 2 * pad, img.shape[1] + 2 * pad, *img.shape[2:]), img.dtype)
+            padded[pad:-pad, pad:-pad] = img
+            img = padded
         if img.shape[0] < h or img.shape[1] < w:
             raise ValueError(f"random_crop({size}): image {img.shape} is smaller than the crop")
         y = int(rng.integers(0, img.shape[0] - h + 1))

@@ -21,7 +21,7 @@ from mlcv.data import ops as ops_lib
 # Grain's default read-ahead (16 threads, 500 records) spends most of its time
 # polling its own futures on small records; reading in the calling thread is
 # several times faster for in-memory-sized datasets like digits.
-_READ_OPTIONS = gp.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+READ_OPTIONS = gp.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
 class Preprocess(gp.RandomMapTransform):
@@ -84,7 +84,7 @@ def train_loader(
         sampler=sampler,
         operations=[Preprocess(pp, op_defaults, keys), gp.Batch(per_process_batch(batch_size), drop_remainder=True)],
         worker_count=worker_count,
-        read_options=_READ_OPTIONS,
+        read_options=READ_OPTIONS,
     )
 
 
@@ -109,7 +109,7 @@ def eval_batches(
         sampler=sampler,
         operations=[Preprocess(pp, op_defaults, keys), gp.Batch(local, drop_remainder=False)],
         worker_count=worker_count,
-        read_options=_READ_OPTIONS,
+        read_options=READ_OPTIONS,
     )
     for batch in loader:
         yield pad_batch(batch, local)
