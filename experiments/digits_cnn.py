@@ -70,6 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep = 2
+    # Checkpoints are written at every evaluation; these add saves in between.
+    config.checkpoint.every_steps = ml_collections.config_dict.placeholder(int)
+    config.checkpoint.every_epochs = ml_collections.config_dict.placeholder(float)
     config.tensorboard = True
 
     if args.runlocal:  # a quick check of the whole flow, seconds not minutes

@@ -125,188 +125,208 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     setup = _Setup(config)
     workdir = Path(workdir)
     _check_workdir_config(workdir, config)
-    is_main = jax.process_index() == 0
-    if is_main:
+    if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    trainer = _Trainer(config, setup, workdir)
+    trainer.train()
+    return trainer.finish(t_start)
 
-    mesh = sharding.data_mesh()
-    dc = config.data
-    loader = pipeline.train_loader(
-        setup.sources["train"],
-        batch_size=dc.batch_size,
-        pp=dc.pp_train,
-        op_defaults=setup.spec.op_defaults,
-        keys=setup.task.batch_keys,
-        seed=config.seed,
-        worker_count=dc.worker_count,
-    )
-    train_iter = iter(loader)
-    local_train = dc.batch_size // jax.process_count()
-    local_eval = dc.eval_batch_size // jax.process_count()
-    example = pipeline.example_batch(
-        setup.sources["train"],
-        size=local_train,
-        pp=dc.pp_train,
-        op_defaults=setup.spec.op_defaults,
-        keys=setup.task.batch_keys,
-    )
-    state = setup.task.init(jax.random.PRNGKey(config.seed), example, setup.tx)
-    state = sharding.put_replicated(state, mesh)
-    ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
-    loop = {
-        "step": 0,
-        "best_value": None,
-        "best_step": None,
-        "best_rank": -1,
-        "bad_evals": 0,
-        "stopped_early": False,
-        "train_time_s": 0.0,
-    }
-    writer = report.MetricWriter(workdir, tensorboard=config.tensorboard) if is_main else None
-    start = ckpts.latest_step()
-    if start is not None:
-        state, loop = ckpts.restore(start, state, train_iter)
-        state = sharding.put_replicated(state, mesh)
-        if is_main:
-            print(f"resumed from step {start} of {workdir}", file=sys.stderr)
-        if writer:
-            writer.truncate_after(start)
 
-    repl = sharding.replicated(mesh)
-    data_sh = sharding.batch_sharded(mesh)
-    t0 = time.time()
-    train_step = (
-        jax.jit(setup.task.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
-        .lower(state, sharding.put_batch(example, mesh))
-        .compile()
-    )
-    eval_example = pipeline.example_batch(
-        setup.sources["validation"],
-        size=local_eval,
-        pp=dc.pp_eval,
-        op_defaults=setup.spec.op_defaults,
-        keys=setup.task.batch_keys,
-    )
-    eval_step = (
-        jax.jit(setup.task.eval_step, in_shardings=(repl, data_sh), out_shardings=repl)
-        .lower(state, sharding.put_batch(pipeline.pad_batch(eval_example, local_eval), mesh))
-        .compile()
-    )
-    compile_s = time.time() - t0
+class _Trainer:
+    """The state of one run between its set-up and its summary."""
 
-    def evaluate(st, role: str) -> tuple[dict[str, float], dict[str, Any]]:
-        batches = pipeline.eval_batches(
-            setup.sources[role],
-            batch_size=dc.eval_batch_size,
-            pp=dc.pp_eval,
-            op_defaults=setup.spec.op_defaults,
-            keys=setup.task.batch_keys,
+    def __init__(self, config: ml_collections.ConfigDict, setup: _Setup, workdir: Path):
+        self.config, self.setup, self.workdir = config, setup, workdir
+        self.is_main = jax.process_index() == 0
+        self.mesh = sharding.data_mesh()
+        dc = config.data
+        self._pp = {"op_defaults": setup.spec.op_defaults, "keys": setup.task.batch_keys}
+        self.train_iter = iter(
+            pipeline.train_loader(
+                setup.sources["train"],
+                batch_size=dc.batch_size,
+                pp=dc.pp_train,
+                seed=config.seed,
+                worker_count=dc.worker_count,
+                **self._pp,
+            )
         )
-        sums = [eval_step(st, sharding.put_batch(b, mesh)) for b in batches]
-        return setup.task.summarize(jax.device_get(sums))
+        example = self._example("train", dc.batch_size, dc.pp_train)
+        state = setup.task.init(jax.random.PRNGKey(config.seed), example, setup.tx)
+        self.state = sharding.put_replicated(state, self.mesh)
+        self.ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
+        self.loop = {
+            "step": 0,
+            "best_value": None,
+            "best_step": None,
+            "best_rank": -1,
+            "bad_evals": 0,
+            "stopped_early": False,
+            "train_time_s": 0.0,
+        }
+        self.writer = report.MetricWriter(workdir, tensorboard=config.tensorboard) if self.is_main else None
+        start = self.ckpts.latest_step()
+        if start is not None:
+            state, self.loop = self.ckpts.restore(start, self.state, self.train_iter)
+            self.state = sharding.put_replicated(state, self.mesh)
+            self._say(f"resumed from step {start} of {workdir}")
+            if self.writer:
+                self.writer.truncate_after(start)
+        self.ckpt_every = config_lib.steps(config.checkpoint, "every", setup.steps_per_epoch)
+        self._compile(example)
+        self._pending: list[tuple[int, dict[str, jax.Array]]] = []
 
-    es = config.early_stopping
-    total, step = setup.total_steps, loop["step"]
-    pending: list[tuple[int, dict[str, jax.Array]]] = []
-    bar = tqdm(
-        total=total, initial=step, disable=not (is_main and sys.stderr.isatty()), dynamic_ncols=True, desc="train"
-    )
-    window_t, window_steps = time.time(), 0
+    def _say(self, line: str) -> None:
+        if self.is_main:
+            tqdm.write(line, file=sys.stderr)
 
-    def flush() -> None:
+    def _example(self, role: str, global_batch: int, pp: str) -> dict[str, np.ndarray]:
+        size = global_batch // jax.process_count()
+        return pipeline.example_batch(self.setup.sources[role], size=size, pp=pp, **self._pp)
+
+    def _compile(self, example: dict[str, np.ndarray]) -> None:
+        """Compiles the train and eval steps ahead of time, so compile time is measured apart."""
+        t0 = time.time()
+        repl, data_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
+        task, dc = self.setup.task, self.config.data
+        self.train_step = (
+            jax.jit(task.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
+            .lower(self.state, sharding.put_batch(example, self.mesh))
+            .compile()
+        )
+        eval_example = pipeline.pad_batch(
+            self._example("validation", dc.eval_batch_size, dc.pp_eval), dc.eval_batch_size // jax.process_count()
+        )
+        self.eval_step = (
+            jax.jit(task.eval_step, in_shardings=(repl, data_sh), out_shardings=repl)
+            .lower(self.state, sharding.put_batch(eval_example, self.mesh))
+            .compile()
+        )
+        self.compile_s = time.time() - t0
+
+    def evaluate(self, role: str) -> tuple[dict[str, float], dict[str, Any]]:
+        """Scalar and non-scalar metrics of the current state on one split."""
+        dc = self.config.data
+        batches = pipeline.eval_batches(
+            self.setup.sources[role], batch_size=dc.eval_batch_size, pp=dc.pp_eval, **self._pp
+        )
+        sums = [self.eval_step(self.state, sharding.put_batch(b, self.mesh)) for b in batches]
+        return self.setup.task.summarize(jax.device_get(sums))
+
+    def _nonfinite(self, what: str, value: float, step: int) -> NonFiniteError:
+        self.ckpts.wait()  # the checkpoint being written predates the bad step
+        return NonFiniteError(
+            f"non-finite {what} ({value}) at step {step}; stopped. "
+            f"Last good checkpoint: step {self.ckpts.latest_step()}"
+        )
+
+    def _flush(self, window_s: float) -> None:
         """Fetches pending step metrics, checks them, logs their means."""
-        nonlocal window_t, window_steps
-        if not pending:
+        if not self._pending:
             return
-        fetched = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, fetched, strict=False):
+        fetched = jax.device_get([m for _, m in self._pending])
+        for (s, _), m in zip(self._pending, fetched, strict=True):
             for k, v in m.items():
                 if not math.isfinite(float(v)):
-                    ckpts.wait()
-                    raise NonFiniteError(
-                        f"non-finite train/{k} ({float(v)}) at step {s}; stopped. "
-                        f"Last good checkpoint: step {ckpts.latest_step()}"
-                    )
-        dt = time.time() - window_t
-        loop["train_time_s"] += dt
+                    raise self._nonfinite(f"train/{k}", float(v), s)
+        last = self._pending[-1][0]
+        self.loop["train_time_s"] += window_s
         means = {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        means["train/images_per_sec"] = window_steps * dc.batch_size / max(dt, 1e-9)
-        means["lr"] = float(setup.lr_schedule(pending[-1][0] - 1))
-        if writer:
-            writer.write(pending[-1][0], means)
-        bar.set_postfix(loss=f"{means['train/loss']:.4f}", img_s=f"{means['train/images_per_sec']:.0f}")
-        pending.clear()
-        window_t, window_steps = time.time(), 0
+        means["train/images_per_sec"] = len(fetched) * self.config.data.batch_size / max(window_s, 1e-9)
+        means["lr"] = float(self.setup.lr_schedule(last - 1))
+        if self.writer:
+            self.writer.write(last, means)
+        self._bar.set_postfix(loss=f"{means['train/loss']:.4f}", img_s=f"{means['train/images_per_sec']:.0f}")
+        self._pending.clear()
 
-    while step < total and not loop["stopped_early"]:
-        batch = sharding.put_batch(next(train_iter), mesh)
-        state, m = train_step(state, batch)
-        step += 1
-        window_steps += 1
-        pending.append((step, m))
-        bar.update(1)
-        is_eval = step % setup.eval_every == 0 or step == total
-        if step % setup.log_every == 0 or is_eval:
-            flush()
-        if not is_eval:
-            continue
-        scalars, _ = evaluate(state, "validation")
+    def _validate(self, step: int) -> bool:
+        """Evaluates on validation, updates best and patience; True for a new best."""
+        scalars, _ = self.evaluate("validation")
         if not math.isfinite(scalars["loss"]):
-            ckpts.wait()
-            raise NonFiniteError(
-                f"non-finite val/loss at step {step}; stopped. Last good checkpoint: step {ckpts.latest_step()}"
-            )
+            raise self._nonfinite("val/loss", scalars["loss"], step)
+        es, loop = self.config.early_stopping, self.loop
         value = scalars[es.metric]
-        better = loop["best_value"] is None or (
-            value > loop["best_value"] + es.min_delta if es.mode == "max" else value < loop["best_value"] - es.min_delta
-        )
+        best = loop["best_value"]
+        better = best is None or (value > best + es.min_delta if es.mode == "max" else value < best - es.min_delta)
         if better:
             loop.update(best_value=value, best_step=step, best_rank=loop["best_rank"] + 1, bad_evals=0)
         else:
             loop["bad_evals"] += 1
         if es.patience_evals and loop["bad_evals"] >= es.patience_evals:
             loop["stopped_early"] = True
-        loop["step"] = step
-        if writer:
-            writer.write(step, {f"val/{k}": v for k, v in scalars.items()})
-        if is_main:
-            tqdm.write(
-                f"step {step}/{total}  val " + "  ".join(f"{k}={v:.4f}" for k, v in scalars.items()), file=sys.stderr
-            )
-        ckpts.save(step, state, train_iter, dict(loop), best_rank=loop["best_rank"] if better else -1)
-        window_t = time.time()  # evaluation time does not count as training time
-    bar.close()
-    ckpts.wait()
+        if self.writer:
+            self.writer.write(step, {f"val/{k}": v for k, v in scalars.items()})
+        self._say(f"step {step}/{self.setup.total_steps}  val " + "  ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+        return better
 
-    best_step = loop["best_step"] if loop["best_step"] is not None else ckpts.latest_step()
-    if best_step != step:
-        state, _ = ckpts.restore(best_step, state)
-        state = sharding.put_replicated(state, mesh)
-    val, _ = evaluate(state, "validation")
-    test, test_extras = evaluate(state, "test")
-    ckpts.close()
-    summary = {
-        "step": step,
-        "best_step": best_step,
-        "stopped_early": loop["stopped_early"],
-        "validation": val,
-        "test": test,
-        "test_per_class_accuracy": test_extras.get("per_class_accuracy"),
-        "test_confusion_matrix": test_extras.get("confusion_matrix"),
-        "compile_time_s": compile_s,
-        "train_time_s": loop["train_time_s"],
-        "train_images_per_sec": step * dc.batch_size / max(loop["train_time_s"], 1e-9),
-        "wall_time_s": time.time() - t_start,
-        "devices": jax.device_count(),
-        "processes": jax.process_count(),
-    }
-    if is_main:
-        writer.close()
-        records = report.read_metrics(workdir / "metrics.jsonl")
-        for metric in ("loss", "accuracy"):
-            report.plot_curves(records, metric, workdir / "plots" / f"{metric}.png")
-        if "confusion_matrix" in test_extras:
-            report.plot_confusion(test_extras["confusion_matrix"], workdir / "plots" / "confusion_test.png", "test")
-        _write_json(workdir / "summary.json", summary)
-    return summary
+    def train(self) -> None:
+        """Steps until the step budget is spent or early stopping fires."""
+        setup, loop = self.setup, self.loop
+        total, step = setup.total_steps, loop["step"]
+        self._bar = tqdm(
+            total=total,
+            initial=step,
+            disable=not (self.is_main and sys.stderr.isatty()),
+            dynamic_ncols=True,
+            desc="train",
+        )
+        window_t = time.time()
+        while step < total and not loop["stopped_early"]:
+            self.state, metrics = self.train_step(self.state, sharding.put_batch(next(self.train_iter), self.mesh))
+            step += 1
+            self._pending.append((step, metrics))
+            self._bar.update(1)
+            is_eval = step % setup.eval_every == 0 or step == total
+            is_ckpt = is_eval or bool(self.ckpt_every and step % self.ckpt_every == 0)
+            if step % setup.log_every == 0 or is_ckpt:
+                # Flushing before a save checks every step since the last one, so
+                # no checkpoint ever holds a state that produced a NaN.
+                self._flush(time.time() - window_t)
+                window_t = time.time()
+            if not is_ckpt:
+                continue
+            better = self._validate(step) if is_eval else False
+            loop["step"] = step
+            best_rank = loop["best_rank"] if better else -1
+            self.ckpts.save(step, self.state, self.train_iter, dict(loop), best_rank=best_rank)
+            window_t = time.time()  # evaluation and saving are not training time
+        self._bar.close()
+        self.ckpts.wait()
+
+    def finish(self, t_start: float) -> dict[str, Any]:
+        """Evaluates the checkpoint best on validation on validation and test; writes the summary and plots."""
+        loop, step = self.loop, self.loop["step"]
+        best_step = loop["best_step"] if loop["best_step"] is not None else self.ckpts.latest_step()
+        if best_step != step:
+            state, _ = self.ckpts.restore(best_step, self.state)
+            self.state = sharding.put_replicated(state, self.mesh)
+        val, _ = self.evaluate("validation")
+        test, test_extras = self.evaluate("test")
+        self.ckpts.close()
+        summary = {
+            "step": step,
+            "best_step": best_step,
+            "stopped_early": loop["stopped_early"],
+            "validation": val,
+            "test": test,
+            "test_per_class_accuracy": test_extras.get("per_class_accuracy"),
+            "test_confusion_matrix": test_extras.get("confusion_matrix"),
+            "compile_time_s": self.compile_s,
+            "train_time_s": loop["train_time_s"],
+            "train_images_per_sec": step * self.config.data.batch_size / max(loop["train_time_s"], 1e-9),
+            "wall_time_s": time.time() - t_start,
+            "devices": jax.device_count(),
+            "processes": jax.process_count(),
+        }
+        if self.is_main:
+            self.writer.close()
+            records = report.read_metrics(self.workdir / "metrics.jsonl")
+            for metric in ("loss", "accuracy"):
+                report.plot_curves(records, metric, self.workdir / "plots" / f"{metric}.png")
+            if "confusion_matrix" in test_extras:
+                report.plot_confusion(
+                    test_extras["confusion_matrix"], self.workdir / "plots" / "confusion_test.png", "test"
+                )
+            _write_json(self.workdir / "summary.json", summary)
+        return summary

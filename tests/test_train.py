@@ -159,3 +159,17 @@ def test_early_stopping_and_best_checkpoint_kept(tmp_path):
     records = read_metrics(tmp_path / "es" / "metrics.jsonl")
     val5 = next(r for r in records if r["step"] == 5 and "val/accuracy" in r)
     assert summary["validation"]["accuracy"] == pytest.approx(val5["val/accuracy"], abs=1e-9)
+
+
+def test_checkpoints_between_evaluations(tmp_path):
+    """checkpoint.every_steps adds saves between evaluations; the loop state records the last step."""
+    config = digits_cnn.get_config("runlocal")
+    config.total_steps = 12
+    config.eval_every_steps = 12
+    config.checkpoint.every_steps = 4
+    config.checkpoint.keep = 5
+    config.tensorboard = False
+    summary = train.run(config, tmp_path / "ck")
+    assert _step_dirs(tmp_path / "ck" / "checkpoints") == [4, 8, 12]
+    assert summary["best_step"] == 12
+    assert int(read_state(tmp_path / "ck" / "checkpoints" / "8")["step"]) == 8
