@@ -47,6 +47,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.dropout = 0.3
     config.model.batch_norm = True
 
+    config.label_smoothing = 0.0
+
+    # Parameter averaging evaluated beside the raw parameters (mlcv.averaging).
+    config.averaging = ml_collections.ConfigDict()
+    config.averaging.kind = "none"  # none | ema | polyak | cycle
+    config.averaging.ema_decay = 0.99
+    config.averaging.ema_warmup = True
+    config.averaging.start_step = 0  # polyak: first averaged step
+
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"
     config.optim.lr = 3e-3
@@ -67,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.early_stopping.mode = "max"
     config.early_stopping.patience_evals = 0  # 0 never stops early
     config.early_stopping.min_delta = 0.0
+    config.early_stopping.use_average = False  # select on the averaged parameters' metric
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.keep = 2

@@ -15,9 +15,15 @@ import optax
 from mlcv.config import ConfigError
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """-log softmax(logits)[label], per example."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """-sum_k q_k log softmax(logits)_k per example, q the (smoothed) one-hot label.
+
+    With smoothing eps the target is (1 - eps) * one_hot + eps / K.
+    """
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    target = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    return optax.softmax_cross_entropy(logits, target)
 
 
 def rmse_one_hot(scores: jax.Array, labels: jax.Array) -> jax.Array:

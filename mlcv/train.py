@@ -174,6 +174,7 @@ class _Trainer:
             if self.writer:
                 self.writer.truncate_after(start)
         self.ckpt_every = config_lib.steps(config.checkpoint, "every", setup.steps_per_epoch)
+        self.averaged = self.state.avg is not None
         self._compile(example)
         self._pending: list[tuple[int, dict[str, jax.Array]]] = []
 
@@ -205,13 +206,15 @@ class _Trainer:
         )
         self.compile_s = time.time() - t0
 
-    def evaluate(self, role: str) -> tuple[dict[str, float], dict[str, Any]]:
-        """Scalar and non-scalar metrics of the current state on one split."""
+    def evaluate(self, role: str, average: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+        """Scalar and non-scalar metrics on one split, of the raw or the averaged parameters."""
         dc = self.config.data
         batches = pipeline.eval_batches(
             self.setup.sources[role], batch_size=dc.eval_batch_size, pp=dc.pp_eval, **self._pp
         )
-        sums = [self.eval_step(self.state, sharding.put_batch(b, self.mesh)) for b in batches]
+        # The averaged view has the same structure as the state: one compiled eval step serves both.
+        state = self.state.averaged() if average else self.state
+        sums = [self.eval_step(state, sharding.put_batch(b, self.mesh)) for b in batches]
         return self.setup.task.summarize(jax.device_get(sums))
 
     def _nonfinite(self, what: str, value: float, step: int) -> NonFiniteError:
@@ -245,7 +248,13 @@ class _Trainer:
         scalars, _ = self.evaluate("validation")
         if not math.isfinite(scalars["loss"]):
             raise self._nonfinite("val/loss", scalars["loss"], step)
+        logged = {f"val/{k}": v for k, v in scalars.items()}
         es, loop = self.config.early_stopping, self.loop
+        if self.averaged:
+            avg_scalars, _ = self.evaluate("validation", average=True)
+            logged.update({f"val_avg/{k}": v for k, v in avg_scalars.items()})
+            if es.get("use_average", False):
+                scalars = avg_scalars
         value = scalars[es.metric]
         best = loop["best_value"]
         better = best is None or (value > best + es.min_delta if es.mode == "max" else value < best - es.min_delta)
@@ -256,8 +265,8 @@ class _Trainer:
         if es.patience_evals and loop["bad_evals"] >= es.patience_evals:
             loop["stopped_early"] = True
         if self.writer:
-            self.writer.write(step, {f"val/{k}": v for k, v in scalars.items()})
-        self._say(f"step {step}/{self.setup.total_steps}  val " + "  ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+            self.writer.write(step, logged)
+        self._say(f"step {step}/{self.setup.total_steps}  " + "  ".join(f"{k}={v:.4f}" for k, v in logged.items()))
         return better
 
     def train(self) -> None:
@@ -303,6 +312,12 @@ class _Trainer:
             self.state = sharding.put_replicated(state, self.mesh)
         val, _ = self.evaluate("validation")
         test, test_extras = self.evaluate("test")
+        averaged = {}
+        if self.averaged:
+            averaged = {
+                "validation_avg": self.evaluate("validation", True)[0],
+                "test_avg": self.evaluate("test", True)[0],
+            }
         self.ckpts.close()
         summary = {
             "step": step,
@@ -310,6 +325,7 @@ class _Trainer:
             "stopped_early": loop["stopped_early"],
             "validation": val,
             "test": test,
+            **averaged,
             "test_per_class_accuracy": test_extras.get("per_class_accuracy"),
             "test_confusion_matrix": test_extras.get("confusion_matrix"),
             "compile_time_s": self.compile_s,

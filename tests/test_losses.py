@@ -53,3 +53,14 @@ def test_get_unknown_raises():
     with pytest.raises(ConfigError, match="'hinge'") as info:
         losses.get("hinge")
     assert "rmse" in str(info.value) and "softmax_xent" in str(info.value)
+
+
+def test_label_smoothing_by_hand():
+    """eps-smoothed cross-entropy = (1 - eps) * CE(label) + eps * mean_k(-log p_k), with K = 3, eps = 0.1."""
+    logits = np.array([[2.0, 1.0, 0.1], [0.5, -1.0, 3.0]], np.float32)
+    labels = np.array([0, 1])
+    z = logits.astype(np.float64)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    expected = 0.9 * -logp[np.arange(2), labels] + 0.1 * -logp.mean(axis=1)
+    got = np.asarray(losses.softmax_cross_entropy(logits, labels, label_smoothing=0.1))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

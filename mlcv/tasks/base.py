@@ -25,6 +25,14 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    # Averaged parameters and batch statistics (mlcv.averaging), or None.
+    avg: Any = None
+
+    def averaged(self) -> TrainState:
+        """This state with the averaged parameters and statistics in place of the raw ones."""
+        if self.avg is None:
+            raise ValueError("no parameter averaging in this run (config.averaging.kind is 'none')")
+        return self.replace(params=self.avg["params"], batch_stats=self.avg["batch_stats"])
 
     def apply_gradients(self, grads: Any, **changes: Any) -> TrainState:
         """One optimizer update; ``changes`` replaces other fields."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,7 +13,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from mlcv import losses, metrics
+from mlcv import averaging, losses, metrics
+from mlcv.config import ConfigError
 from mlcv.tasks.base import TrainState
 
 
@@ -28,7 +30,19 @@ class ClassificationTask:
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, num_classes: int):
         self.model = model
         self.num_classes = num_classes
+        # Evaluation reports the plain loss, so runs with and without label
+        # smoothing compare on the same scale.
         self.loss_fn = losses.get(config.loss)
+        smoothing = float(config.get("label_smoothing", 0.0))
+        if smoothing and config.loss != "softmax_xent":
+            raise ConfigError("config.label_smoothing applies to config.loss='softmax_xent' only")
+        self.train_loss_fn = (
+            functools.partial(losses.softmax_cross_entropy, label_smoothing=smoothing) if smoothing else self.loss_fn
+        )
+        self.averaging = config.get("averaging") or ml_collections.ConfigDict({"kind": "none"})
+        averaging.check(self.averaging)
+        # Steps that end a learning-rate cycle (for cycle averaging); set by the loop.
+        self.cycle_ends: tuple[int, ...] = ()
 
     def init(self, rng: jax.Array, batch: dict[str, Any], tx: optax.GradientTransformation) -> TrainState:
         """Initialises parameters from the shapes of ``batch``."""
@@ -45,6 +59,7 @@ class ClassificationTask:
             rng=state_rng,
             apply_fn=self.model.apply,
             tx=tx,
+            avg=averaging.init(self.averaging, params, variables.get("batch_stats", {})),
         )
 
     def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -59,10 +74,15 @@ class ClassificationTask:
                 rngs={"dropout": dropout_rng},
                 mutable=["batch_stats"],
             )
-            return self.loss_fn(logits, batch["label"]).mean(), (logits, updates)
+            return self.train_loss_fn(logits, batch["label"]).mean(), (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         state = state.apply_gradients(grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+        if state.avg is not None:
+            cycle_end = jnp.isin(state.step, jnp.asarray(self.cycle_ends, jnp.int32)) if self.cycle_ends else False
+            state = state.replace(
+                avg=averaging.update(self.averaging, state.avg, state.params, state.batch_stats, state.step, cycle_end)
+            )
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return state, {"loss": loss, "accuracy": acc}
 
