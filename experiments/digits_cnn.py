@@ -56,13 +56,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.averaging.ema_warmup = True
     config.averaging.start_step = 0  # polyak: first averaged step
 
+    # Knowledge distillation (config.task = "distillation"): teachers are finished runs.
+    config.distill = ml_collections.ConfigDict()
+    config.distill.teacher_workdirs = ()
+    config.distill.temperature = 4.0
+    config.distill.alpha = 0.9
+
+    # Every key of mlcv.optim, so that any optimizer, schedule or regularizer is one override away.
     config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adam"
+    config.optim.name = "adam"  # sgd | momentum | nesterov | adagrad | rmsprop | adam
     config.optim.lr = 3e-3
-    config.optim.schedule = "cosine"
+    config.optim.momentum = 0.9  # momentum, nesterov
+    config.optim.b1 = 0.9  # adam
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8  # adam, adagrad, rmsprop
+    config.optim.decay = 0.9  # rmsprop
+    config.optim.initial_accumulator = 0.0  # adagrad
+    config.optim.schedule = "cosine"  # constant | step | cosine | linear | onecycle | cosine_restarts
     config.optim.warmup_steps = 0
-    config.optim.weight_decay = 0.0
+    config.optim.end_lr_factor = 0.0  # cosine, linear, cosine_restarts: final lr / lr
+    config.optim.milestones_steps = ()  # step
+    config.optim.milestones_epochs = ()
+    config.optim.step_factor = 10.0
+    config.optim.onecycle_pct = 0.3  # onecycle: fraction of steps rising
+    config.optim.div_factor = 25.0
+    config.optim.final_div = 1e4
+    config.optim.momentum_max = 0.95  # onecycle: momentum (or adam b1) moves the opposite way
+    config.optim.momentum_min = 0.85
+    config.optim.cycles = 1  # cosine_restarts
+    config.optim.weight_decay = 0.0  # decoupled: theta -= lr * wd * theta
+    config.optim.l2 = 0.0  # coupled, as a loss term (l2 / 2) * |theta|^2
+    config.optim.l1 = 0.0
+    config.optim.decay_mask = "kernels"  # kernels | all
     config.optim.grad_clip_norm = 0.0
+
+    # With optim.schedule="cosine_restarts": evaluate the cycle-end snapshots as an ensemble.
+    config.snapshot_ensemble = False
 
     config.total_epochs = 40.0
     config.total_steps = ml_collections.config_dict.placeholder(int)

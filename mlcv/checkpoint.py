@@ -20,21 +20,22 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 
 class Checkpoints:
-    """Keeps the newest ``keep`` checkpoints and the best one on validation.
+    """Keeps the newest ``keep`` checkpoints, the best one on validation and ``keep_steps``.
 
     "Best" is decided by the training loop, which passes ``best_rank``: a
     number that grows each time validation improves, -1 otherwise, so that
     orbax's preservation keeps exactly the step the loop calls best.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int = 2):
+    def __init__(self, directory: str | os.PathLike, keep: int = 2, keep_steps: tuple[int, ...] = ()):
+        keepers = [
+            policies.LatestN(n=keep),
+            policies.BestN(get_metric_fn=lambda m: m["best_rank"], n=1, keep_checkpoints_without_metrics=False),
+        ]
+        if keep_steps:  # e.g. the snapshots of a snapshot ensemble
+            keepers.append(policies.CustomSteps(steps=list(keep_steps)))
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy(
-                [
-                    policies.LatestN(n=keep),
-                    policies.BestN(get_metric_fn=lambda m: m["best_rank"], n=1, keep_checkpoints_without_metrics=False),
-                ]
-            ),
+            preservation_policy=policies.AnyPreservationPolicy(keepers),
             enable_async_checkpointing=True,
             cleanup_tmp_directories=True,
         )

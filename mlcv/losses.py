@@ -37,6 +37,22 @@ def rmse_one_hot(scores: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.sum(jnp.square(scores - target), axis=-1) + 1e-12)
 
 
+def distillation(
+    student_logits: jax.Array, teacher_probs: jax.Array, labels: jax.Array, temperature: float, alpha: float
+) -> jax.Array:
+    """Hinton et al.'s knowledge-distillation loss, per example.
+
+    ``alpha * T^2 * KL(p_teacher^T || softmax(student / T)) + (1 - alpha) * CE(student, label)``,
+    where ``teacher_probs`` are already softened at temperature T. The T^2
+    keeps the soft term's gradient on the scale of the hard term's.
+    """
+    log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
+    log_p = jnp.log(jnp.clip(teacher_probs, 1e-12, 1.0))
+    kl = jnp.sum(teacher_probs * (log_p - log_q), axis=-1)
+    hard = softmax_cross_entropy(student_logits, labels)
+    return alpha * temperature**2 * kl + (1.0 - alpha) * hard
+
+
 _LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "softmax_xent": softmax_cross_entropy,
     "rmse": rmse_one_hot,

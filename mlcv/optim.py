@@ -1,35 +1,131 @@
-"""Optax chains built from ``config.optim``.
+"""Optax chains built from ``config.optim``, and Newton's method for small problems.
 
-Keys: ``name`` (sgd, momentum, nesterov, adam), ``lr``, ``momentum``,
-``b1``/``b2``/``eps`` for Adam, ``schedule`` (constant, cosine, linear),
-``warmup_steps``, ``weight_decay`` (decoupled, not applied to biases and
-normalization scales) and ``grad_clip_norm``.
+Every key is read with ``config.get(key, default)``, so older configs keep working:
+
+- ``name``: sgd, momentum, nesterov, adam, adagrad, rmsprop; ``lr``. ``momentum`` (0.9) for momentum/nesterov;
+  ``b1`` (0.9), ``b2`` (0.999) for Adam; ``decay`` (0.9) for RMSprop; ``eps`` (1e-8) for adam/adagrad/rmsprop;
+  ``initial_accumulator`` (0.0) for AdaGrad.
+- ``schedule``: constant, cosine, linear, step, onecycle, cosine_restarts (see :func:`schedule`), with a linear
+  warm-up of ``warmup_steps`` (0) in front of any of them.
+- ``l2`` (coupled: added to the gradient, as a loss term would), ``l1``, ``weight_decay`` (decoupled), all on the
+  leaves picked by ``decay_mask`` ('kernels', the default, or 'all'); ``grad_clip_norm``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.flatten_util import ravel_pytree
 
 from mlcv.config import ConfigError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
-SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adagrad", "rmsprop")
+SCHEDULES = ("constant", "cosine", "linear", "step", "onecycle", "cosine_restarts")
+DECAY_MASKS = ("kernels", "all")
+# The optimizers whose momentum (or Adam's b1) the one-cycle policy moves against the learning rate.
+WITH_MOMENTUM = ("momentum", "nesterov", "adam")
 
 
-def schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """The learning-rate schedule: optional linear warm-up, then ``schedule``."""
+def _warmup(config: ml_collections.ConfigDict) -> int:
+    return int(config.get("warmup_steps", 0) or 0)
+
+
+def _cosine(start: float, end: float, steps: int) -> optax.Schedule:
+    """``end + (start - end) * (1 + cos(pi * t / steps)) / 2``, held at ``end`` after ``steps``; either direction."""
+    unit = optax.cosine_decay_schedule(1.0, max(1, steps))
+    return lambda t: end + (start - end) * unit(t)
+
+
+def _one_cycle(start: float, peak: float, end: float, steps: int, pct: float) -> optax.Schedule:
+    """Linear from ``start`` to ``peak`` over ``round(pct * steps)`` steps, then half a cosine to ``end``."""
+    # round, not int: 0.29 * 100 is 28.999999999999996 in floating point.
+    up = min(steps, max(0, round(pct * steps)))
+    return optax.join_schedules([optax.linear_schedule(start, peak, up), _cosine(peak, end, steps - up)], [up])
+
+
+def _milestones(config: ml_collections.ConfigDict, steps_per_epoch: int | None) -> list[int]:
+    """``milestones_steps``, or ``milestones_epochs`` converted with ``steps_per_epoch``; steps win when both set."""
+    by_steps, by_epochs = config.get("milestones_steps"), config.get("milestones_epochs")
+    if by_steps:
+        return sorted(int(m) for m in (by_steps if isinstance(by_steps, (list, tuple)) else [by_steps]))
+    if by_epochs:
+        if not steps_per_epoch:
+            raise ConfigError(
+                "config.optim.milestones_epochs needs steps_per_epoch (pass it to optim.schedule / optim.make) "
+                "or set config.optim.milestones_steps"
+            )
+        epochs = by_epochs if isinstance(by_epochs, (list, tuple)) else [by_epochs]
+        # Same rounding as mlcv.config.steps: 1.1 epochs of 100 steps is step 110.
+        return sorted(max(1, math.ceil(round(float(e) * steps_per_epoch, 6))) for e in epochs)
+    raise ConfigError("schedule 'step' needs config.optim.milestones_steps (or config.optim.milestones_epochs)")
+
+
+def _cycle_bounds(config: ml_collections.ConfigDict, total_steps: int) -> list[int]:
+    """Absolute first steps of the cosine cycles, then ``total_steps``: the step after warm-up split evenly."""
+    warmup = _warmup(config)
+    n = max(1, total_steps - warmup)
+    cycles = int(config.get("cycles", 1)) if config.get("schedule", "constant") == "cosine_restarts" else 1
+    if not 1 <= cycles <= n:
+        raise ConfigError(f"config.optim.cycles={cycles} must be between 1 and the {n} steps after warm-up")
+    # Integer division spreads a remainder over the cycles (lengths differ by at most one step).
+    return [warmup + k * n // cycles for k in range(cycles + 1)]
+
+
+def cycle_ends(config: ml_collections.ConfigDict, total_steps: int) -> list[int]:
+    """The last step of each cosine cycle, counted as the training loop counts (step s = s updates done).
+
+    A snapshot ensemble saves the parameters when the loop's step is in this list. The last entry is
+    ``total_steps``; a schedule other than cosine_restarts is one cycle.
+    """
+    return _cycle_bounds(config, total_steps)[1:]
+
+
+def schedule(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int | None = None) -> optax.Schedule:
+    """The learning rate at (0-based) step t: a linear warm-up ``lr * t / W`` for t < W, then ``schedule``.
+
+    With n = T - W steps after warm-up, s = t - W, a = ``end_lr_factor`` (default 0):
+
+    - constant: lr. linear: lr + (a lr - lr) s / n.
+    - cosine: the course's lr_s = lr_E + (lr_0 - lr_E) (1 + cos(pi s / n)) / 2 with lr_E = a lr, then lr_E.
+    - step: lr / ``step_factor`` ** (number of milestones <= t). Milestones are absolute steps (warm-up included),
+      as papers state them: ``milestones_steps``, or ``milestones_epochs`` times ``steps_per_epoch``.
+    - onecycle: with u = round(``onecycle_pct`` n), lr / ``div_factor`` + (lr - lr / ``div_factor``) s / u for
+      s < u, then lr_E + (lr - lr_E) (1 + cos(pi (s - u) / (n - u))) / 2 with lr_E = lr / ``final_div``.
+      (torch's OneCycleLR and optax.cosine_onecycle_schedule divide the *initial* lr by final_div_factor and
+      also rise along a cosine.)
+    - cosine_restarts: ``cycles`` cosine decays from lr to a lr over equal parts of n (:func:`cycle_ends`).
+    """
     lr = float(config.lr)
-    warmup = int(config.get("warmup_steps", 0) or 0)
-    decay_steps = max(1, total_steps - warmup)
+    warmup = _warmup(config)
+    n = max(1, total_steps - warmup)
+    a = float(config.get("end_lr_factor", 0.0))
     name = config.get("schedule", "constant")
     if name == "constant":
         main = optax.constant_schedule(lr)
     elif name == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(config.get("end_lr_factor", 0.0)))
+        main = optax.cosine_decay_schedule(lr, n, alpha=a)
     elif name == "linear":
-        main = optax.linear_schedule(lr, lr * float(config.get("end_lr_factor", 0.0)), decay_steps)
+        main = optax.linear_schedule(lr, lr * a, n)
+    elif name == "step":
+        factor = float(config.get("step_factor", 10.0))
+        # The joined schedule sees steps since the end of warm-up; milestones count from the start of training.
+        drops: dict[int, float] = {}
+        for m in _milestones(config, steps_per_epoch):
+            drops[m - warmup] = drops.get(m - warmup, 1.0) / factor  # a repeated milestone divides twice
+        main = optax.piecewise_constant_schedule(lr, drops)
+    elif name == "onecycle":
+        lo, end = lr / float(config.get("div_factor", 25.0)), lr / float(config.get("final_div", 1e4))
+        main = _one_cycle(lo, lr, end, n, float(config.get("onecycle_pct", 0.3)))
+    elif name == "cosine_restarts":
+        bounds = _cycle_bounds(config, total_steps)
+        parts = [optax.cosine_decay_schedule(lr, e - b, alpha=a) for b, e in zip(bounds[:-1], bounds[1:], strict=True)]
+        main = optax.join_schedules(parts, [b - warmup for b in bounds[1:-1]])
     else:
         raise ConfigError(f"unknown schedule {name!r} (config.optim.schedule); valid: {', '.join(SCHEDULES)}")
     if not warmup:
@@ -37,35 +133,95 @@ def schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Sched
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def _decay_mask(params):
-    # Biases and normalization scales/offsets are 1-D; decaying them only
-    # fights the normalization, so weight decay applies to kernels alone.
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+def _momentum(config: ml_collections.ConfigDict) -> float:
+    if config.name == "adam":
+        return float(config.get("b1", 0.9))
+    return float(config.get("momentum", 0.9)) if config.name in WITH_MOMENTUM else 0.0
 
 
-def make(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def momentum_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """The momentum (Adam's b1) at step t, for logging; 0 for optimizers without momentum.
+
+    Constant ``momentum`` / ``b1`` except with the onecycle schedule, where it moves against the learning rate:
+    ``momentum_max`` (0.95) during warm-up, linear down to ``momentum_min`` (0.85) while the lr rises, then back
+    up to ``momentum_max`` along the half cosine of the lr's fall.
+    """
+    if config.name not in WITH_MOMENTUM or config.get("schedule", "constant") != "onecycle":
+        return optax.constant_schedule(_momentum(config))
+    hi, lo = float(config.get("momentum_max", 0.95)), float(config.get("momentum_min", 0.85))
+    warmup = _warmup(config)
+    main = _one_cycle(hi, lo, hi, max(1, total_steps - warmup), float(config.get("onecycle_pct", 0.3)))
+    return optax.join_schedules([optax.constant_schedule(hi), main], [warmup]) if warmup else main
+
+
+def _decay_mask(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
+    which = config.get("decay_mask", "kernels")
+    if which == "kernels":
+        # Biases and normalization scales/offsets are 1-D; decaying them only
+        # fights the normalization, so regularization applies to kernels alone.
+        return lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+    if which == "all":
+        return lambda params: jax.tree.map(lambda _: True, params)
+    raise ConfigError(f"unknown decay_mask {which!r} (config.optim.decay_mask); valid: {', '.join(DECAY_MASKS)}")
+
+
+def make(
+    config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int | None = None
+) -> optax.GradientTransformation:
     """Builds the optimizer chain described by ``config`` (``config.optim``).
 
-    The chain is clip -> update direction -> decoupled weight decay -> scale
-    by the scheduled learning rate, so weight decay is ``lr * wd * theta`` for
-    every optimizer (AdamW's form for Adam).
+    The chain is l2 -> l1 -> clip -> update direction -> decoupled weight decay -> scale by the scheduled
+    learning rate. l2 adds ``l2 * theta`` (the gradient of ``l2 / 2 * ||theta||^2``) and l1 adds
+    ``l1 * sign(theta)`` before the clip, so both are exactly a loss term for every optimizer; weight decay
+    is ``lr * wd * theta`` after the direction (AdamW's form for Adam).
     """
     name = config.name
+    eps = float(config.get("eps", 1e-8))
+    onecycle = name in WITH_MOMENTUM and config.get("schedule", "constant") == "onecycle"
+    # Only a one-cycle run wraps the direction in inject_hyperparams, so other runs keep optax's plain state
+    # tree and their checkpoints still restore.
+    beta = momentum_schedule(config, total_steps) if onecycle else _momentum(config)
+    inject = optax.inject_hyperparams if onecycle else (lambda factory: factory)
     if name == "sgd":
         direction = optax.identity()
     elif name in ("momentum", "nesterov"):
-        direction = optax.trace(decay=float(config.get("momentum", 0.9)), nesterov=name == "nesterov")
+        direction = inject(optax.trace)(decay=beta, nesterov=name == "nesterov")
     elif name == "adam":
-        direction = optax.scale_by_adam(
-            b1=float(config.get("b1", 0.9)), b2=float(config.get("b2", 0.999)), eps=float(config.get("eps", 1e-8))
-        )
+        direction = inject(optax.scale_by_adam)(b1=beta, b2=float(config.get("b2", 0.999)), eps=eps)
+    elif name == "adagrad":
+        # optax.adagrad starts its accumulator at 0.1; the course (and torch) start at 0.
+        direction = optax.scale_by_rss(initial_accumulator_value=float(config.get("initial_accumulator", 0.0)), eps=eps)
+    elif name == "rmsprop":
+        # eps outside the square root, as in the course (and torch); optax.rmsprop's default puts it inside.
+        direction = optax.scale_by_rms(decay=float(config.get("decay", 0.9)), eps=eps, eps_in_sqrt=False)
     else:
         raise ConfigError(f"unknown optimizer {name!r} (config.optim.name); valid: {', '.join(OPTIMIZERS)}")
+    mask = _decay_mask(config)
     parts = []
+    if config.get("l2"):
+        parts.append(optax.add_decayed_weights(float(config.l2), mask=mask))
+    if config.get("l1"):
+        l1 = float(config.l1)
+        parts.append(optax.masked(optax.stateless_with_tree_map(lambda g, p: g + l1 * jnp.sign(p)), mask))
     if config.get("grad_clip_norm"):
         parts.append(optax.clip_by_global_norm(float(config.grad_clip_norm)))
     parts.append(direction)
     if config.get("weight_decay"):
-        parts.append(optax.add_decayed_weights(float(config.weight_decay), mask=_decay_mask))
-    parts.append(optax.scale_by_learning_rate(schedule(config, total_steps)))
+        parts.append(optax.add_decayed_weights(float(config.weight_decay), mask=mask))
+    parts.append(optax.scale_by_learning_rate(schedule(config, total_steps, steps_per_epoch)))
     return optax.chain(*parts)
+
+
+def newton_step(loss_fn: Callable[[Any], jax.Array], params: Any, lr: float = 1.0) -> Any:
+    """One Newton step ``theta - lr * H^-1 g`` on the flattened parameter pytree.
+
+    It builds the full n x n Hessian of the n parameters (n^2 memory, an n^3 solve), so it is for small
+    models only. Where the Hessian is not positive definite the step heads for the saddle or maximum.
+    """
+    flat, unravel = ravel_pytree(params)
+
+    def flat_loss(x):
+        return loss_fn(unravel(x))
+
+    direction = jnp.linalg.solve(jax.hessian(flat_loss)(flat), jax.grad(flat_loss)(flat))
+    return unravel(flat - lr * direction)

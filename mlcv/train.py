@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlcv import checkpoint, data, models, optim, report, sharding, tasks
+from mlcv import checkpoint, data, ensemble, models, optim, report, sharding, tasks
 from mlcv import config as config_lib
 from mlcv.config import ConfigError
 from mlcv.data import ops as ops_lib
@@ -73,8 +73,14 @@ class _Setup:
             raise ConfigError("set config.total_steps or config.total_epochs")
         self.eval_every = config_lib.steps(config, "eval_every", spe) or self.total_steps
         self.log_every = config_lib.steps(config, "log_every", spe) or self.eval_every
-        self.tx = optim.make(config.optim, self.total_steps)
-        self.lr_schedule = optim.schedule(config.optim, self.total_steps)
+        self.tx = optim.make(config.optim, self.total_steps, steps_per_epoch=spe)
+        self.lr_schedule = optim.schedule(config.optim, self.total_steps, steps_per_epoch=spe)
+        self.momentum_schedule = optim.momentum_schedule(config.optim, self.total_steps)
+        self.cycle_ends = tuple(optim.cycle_ends(config.optim, self.total_steps))
+        self.task.cycle_ends = self.cycle_ends
+        self.snapshots = self.cycle_ends if config.get("snapshot_ensemble", False) else ()
+        if self.snapshots and len(self.snapshots) < 2:
+            raise ConfigError("config.snapshot_ensemble needs config.optim.schedule='cosine_restarts' with cycles >= 2")
         es = config.early_stopping
         if es.mode not in ("max", "min"):
             raise ConfigError(f"config.early_stopping.mode must be 'max' or 'min', not {es.mode!r}")
@@ -155,7 +161,9 @@ class _Trainer:
         example = self._example("train", dc.batch_size, dc.pp_train)
         state = setup.task.init(jax.random.PRNGKey(config.seed), example, setup.tx)
         self.state = sharding.put_replicated(state, self.mesh)
-        self.ckpts = checkpoint.Checkpoints(workdir / "checkpoints", keep=config.checkpoint.keep)
+        self.ckpts = checkpoint.Checkpoints(
+            workdir / "checkpoints", keep=config.checkpoint.keep, keep_steps=setup.snapshots
+        )
         self.loop = {
             "step": 0,
             "best_value": None,
@@ -287,7 +295,7 @@ class _Trainer:
             self._pending.append((step, metrics))
             self._bar.update(1)
             is_eval = step % setup.eval_every == 0 or step == total
-            is_ckpt = is_eval or bool(self.ckpt_every and step % self.ckpt_every == 0)
+            is_ckpt = is_eval or bool(self.ckpt_every and step % self.ckpt_every == 0) or step in setup.snapshots
             if step % setup.log_every == 0 or is_ckpt:
                 # Flushing before a save checks every step since the last one, so
                 # no checkpoint ever holds a state that produced a NaN.
@@ -319,6 +327,9 @@ class _Trainer:
                 "test_avg": self.evaluate("test", True)[0],
             }
         self.ckpts.close()
+        if self.setup.snapshots:
+            members = [ensemble.load_run(self.workdir, s) for s in self.setup.snapshots]
+            averaged["test_snapshot_ensemble"] = ensemble.evaluate(members, "test")
         summary = {
             "step": step,
             "best_step": best_step,
@@ -338,6 +349,11 @@ class _Trainer:
         if self.is_main:
             self.writer.close()
             records = report.read_metrics(self.workdir / "metrics.jsonl")
+            report.plot_schedules(
+                self.setup.total_steps,
+                {"lr": self.setup.lr_schedule, "momentum": self.setup.momentum_schedule},
+                self.workdir / "plots" / "schedule.png",
+            )
             for metric in ("loss", "accuracy"):
                 report.plot_curves(records, metric, self.workdir / "plots" / f"{metric}.png")
             if "confusion_matrix" in test_extras:

@@ -16,6 +16,20 @@ from typing import Any
 
 import numpy as np
 
+from mlcv.data.image import (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_saturation,
+    as_float,
+    center_crop_image,
+    cutout_image,
+    resize_image,
+    resized_crop_box,
+    restore_dtype,
+    rotate_image,
+    zoom_image,
+)
+
 Example = dict[str, Any]
 Op = Callable[[Example, np.random.Generator], Example]
 
@@ -141,6 +155,18 @@ def flip_lr(p: float = 0.5) -> Op:
     return op
 
 
+@register("flip_ud")
+def flip_ud(p: float = 0.5) -> Op:
+    """Mirrors the image upside-down with probability ``p``."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.random() < p:
+            return {**ex, "image": np.ascontiguousarray(ex["image"][::-1])}
+        return ex
+
+    return op
+
+
 @register("random_crop")
 def random_crop(size: int | tuple[int, int], pad: int = 0) -> Op:
     """Zero-pads by ``pad`` on each side, then crops ``size`` at a random place."""
@@ -169,5 +195,109 @@ def keep(*keys: str) -> Op:
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
         return {k: ex[k] for k in keys}
+
+    return op
+
+
+# Each random op below draws its parameters from ``rng`` and calls a pure
+# helper of mlcv.data.image that tests can call with a fixed parameter.
+
+
+def _map_image(fn: Callable[..., np.ndarray], *args: Any) -> Op:
+    return lambda ex, rng: {**ex, "image": fn(ex["image"], *args)}
+
+
+@register("cutout")
+def cutout(size: int, p: float = 0.5, fill: float = 0.0) -> Op:
+    """With probability ``p``, fills a ``size`` square centred on a uniform pixel (DeVries & Taylor 2017).
+
+    Squares near the border are clipped, so smaller. Keeps the dtype; see ``cutout_image``.
+    """
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.random() >= p:
+            return ex
+        img = ex["image"]
+        cy, cx = int(rng.integers(0, img.shape[0])), int(rng.integers(0, img.shape[1]))
+        return {**ex, "image": cutout_image(img, cy, cx, size, fill)}
+
+    return op
+
+
+@register("rotate")
+def rotate(max_degrees: float, p: float = 1.0) -> Op:
+    """With probability ``p``, rotates by an angle uniform in [-max_degrees, max_degrees]; see ``rotate_image``."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        if rng.random() >= p:
+            return ex
+        return {**ex, "image": rotate_image(ex["image"], float(rng.uniform(-max_degrees, max_degrees)))}
+
+    return op
+
+
+@register("resize")
+def resize(size: int | tuple[int, int]) -> Op:
+    """Resizes to ``size`` (int: square) bilinearly, keeping the dtype; see ``resize_image``."""
+    return _map_image(resize_image, size)
+
+
+@register("center_crop")
+def center_crop(size: int | tuple[int, int]) -> Op:
+    """Crops the central ``size`` window (int: square); keeps the dtype."""
+    return _map_image(center_crop_image, size)
+
+
+@register("random_resized_crop")
+def random_resized_crop(
+    size: int | tuple[int, int], scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)
+) -> Op:
+    """Crops a random area fraction and aspect ratio (``resized_crop_box``), resizes to ``size``; keeps the dtype."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        img = ex["image"]
+        y, x, h, w = resized_crop_box(img.shape[0], img.shape[1], rng, scale, ratio)
+        return {**ex, "image": resize_image(img[y : y + h, x : x + w], size)}
+
+    return op
+
+
+@register("random_scale")
+def random_scale(min_scale: float, max_scale: float) -> Op:
+    """Zooms by a factor uniform in [min_scale, max_scale] about the centre, keeping the size; see ``zoom_image``."""
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        return {**ex, "image": zoom_image(ex["image"], float(rng.uniform(min_scale, max_scale)))}
+
+    return op
+
+
+@register("color_jitter")
+def color_jitter(
+    brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, clip: tuple[float, float] | None = None
+) -> Op:
+    """Adjusts brightness, contrast and saturation in random order, as torchvision's ``ColorJitter``.
+
+    Each factor is uniform in [max(0, 1 - x), 1 + x]; an x of 0 leaves that adjustment out. Works in float on any
+    value range; ``clip=(lo, hi)`` clips after each adjustment (``(0, 1)`` is torchvision's float behaviour).
+    Keeps the dtype: integer images are rounded and clipped to the dtype's range once, at the end.
+    """
+    adjust = [adjust_brightness, adjust_contrast, adjust_saturation]
+    strengths = [brightness, contrast, saturation]
+    if any(x < 0 for x in strengths):
+        raise ValueError(f"color_jitter strengths must be >= 0, got {strengths}")
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        order = rng.permutation(3)
+        # Python floats, so float32 images stay float32 (NumPy 2 promotes float32 * np.float64 to float64).
+        factors = [float(rng.uniform(max(0.0, 1 - x), 1 + x)) if x > 0 else None for x in strengths]
+        img = ex["image"]
+        x = as_float(img)
+        for i in order:
+            if factors[i] is not None:
+                x = adjust[i](x, factors[i])
+                if clip is not None:
+                    x = np.clip(x, clip[0], clip[1])
+        return {**ex, "image": restore_dtype(x, img.dtype)}
 
     return op

@@ -60,3 +60,19 @@ def plot_confusion(confusion: Sequence[Sequence[float]], path: str | os.PathLike
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_schedules(total_steps: int, schedules: dict[str, Any], path: str | os.PathLike) -> None:
+    """Plots each ``step -> value`` schedule over a run, one panel each (lr, momentum, ...)."""
+    # At most 1,000 points: schedules are evaluated one step at a time.
+    steps = np.unique(np.linspace(0, max(total_steps - 1, 0), min(total_steps, 1000)).astype(int))
+    fig, axes = plt.subplots(len(schedules), 1, figsize=(6, 2.2 * len(schedules)), sharex=True, squeeze=False)
+    for ax, (name, fn) in zip(axes[:, 0], schedules.items(), strict=True):
+        ax.plot(steps, [float(fn(int(t))) for t in steps])
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

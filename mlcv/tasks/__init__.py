@@ -5,8 +5,9 @@ from __future__ import annotations
 from mlcv.config import ConfigError
 from mlcv.tasks.base import TrainState
 from mlcv.tasks.classification import ClassificationTask
+from mlcv.tasks.distillation import DistillationTask
 
-_TASKS = {"classification": ClassificationTask}
+_TASKS = {"classification": ClassificationTask, "distillation": DistillationTask}
 
 
 def names() -> list[str]:

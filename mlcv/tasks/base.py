@@ -27,6 +27,8 @@ class TrainState(struct.PyTreeNode):
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     # Averaged parameters and batch statistics (mlcv.averaging), or None.
     avg: Any = None
+    # Variables a step reads but never updates (a distillation teacher), or None.
+    frozen: Any = None
 
     def averaged(self) -> TrainState:
         """This state with the averaged parameters and statistics in place of the raw ones."""

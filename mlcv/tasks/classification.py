@@ -74,7 +74,7 @@ class ClassificationTask:
                 rngs={"dropout": dropout_rng},
                 mutable=["batch_stats"],
             )
-            return self.train_loss_fn(logits, batch["label"]).mean(), (logits, updates)
+            return self.batch_loss(state, logits, batch).mean(), (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         state = state.apply_gradients(grads, batch_stats=updates.get("batch_stats", state.batch_stats))
@@ -85,6 +85,11 @@ class ClassificationTask:
             )
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return state, {"loss": loss, "accuracy": acc}
+
+    def batch_loss(self, state: TrainState, logits: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        """The per-example training loss (subclasses add terms, e.g. distillation)."""
+        del state  # the plain task needs nothing else
+        return self.train_loss_fn(logits, batch["label"])
 
     def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Sums over the real (unmasked) examples of one batch."""

@@ -1,0 +1,59 @@
+"""Training recipes inside a run: snapshot ensembles, cycle averaging, schedules in epochs, schedule plots."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import digits_cnn
+from mlcv import train
+from mlcv.checkpoint import read_state
+from mlcv.report import read_metrics
+
+
+def _config(steps: int):
+    config = digits_cnn.get_config("runlocal")
+    config.total_steps = steps
+    config.eval_every_steps = steps
+    config.log_every_steps = 1
+    config.tensorboard = False
+    return config
+
+
+def test_snapshot_ensemble_and_cycle_average(tmp_path):
+    """Three cosine cycles: snapshots at 8, 16, 24 are kept and ensembled; the cycle average is their mean."""
+    config = _config(24)
+    config.optim.schedule = "cosine_restarts"
+    config.optim.cycles = 3
+    config.snapshot_ensemble = True
+    config.averaging.kind = "cycle"
+    config.checkpoint.keep = 1
+    wd = tmp_path / "snap"
+    summary = train.run(config, wd)
+    ens = summary["test_snapshot_ensemble"]
+    assert [m["step"] for m in ens["members"]] == [8, 16, 24]
+    assert 0.0 <= ens["ensemble_accuracy"] <= 1.0
+    snaps = [read_state(wd / "checkpoints" / str(s)) for s in (8, 16, 24)]
+    expected = jax.tree.map(lambda *xs: np.mean(xs, axis=0), *[s["params"] for s in snaps])
+    got = snaps[-1]["avg"]["params"]
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert int(snaps[-1]["avg"]["count"]) == 3
+    assert (wd / "plots" / "schedule.png").is_file()
+    # The logged lr restarts at the start of each cycle.
+    lrs = {r["step"]: r["lr"] for r in read_metrics(wd / "metrics.jsonl") if "lr" in r}
+    assert lrs[9] == pytest.approx(lrs[1]) and lrs[17] == pytest.approx(lrs[1])
+
+
+def test_step_schedule_in_epochs(tmp_path):
+    """milestones_epochs=(1,) divides the lr by 10 after one epoch (19 steps of 64 on 1,257 images)."""
+    config = _config(25)
+    config.optim.schedule = "step"
+    config.optim.milestones_epochs = (1.0,)
+    summary = train.run(config, tmp_path / "step")
+    assert summary["step"] == 25
+    lrs = {r["step"]: r["lr"] for r in read_metrics(tmp_path / "step" / "metrics.jsonl") if "lr" in r}
+    lr = config.optim.lr
+    # The record of step s logs the lr that step s used, i.e. the schedule at s - 1.
+    assert lrs[19] == pytest.approx(lr) and lrs[20] == pytest.approx(lr / 10)
