@@ -84,6 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.momentum_max = 0.95  # onecycle: momentum (or adam b1) moves the opposite way
     config.optim.momentum_min = 0.85
     config.optim.cycles = 1  # cosine_restarts
+    config.optim.plateau_factor = 0.0  # > 0: multiply the lr by it when validation loss plateaus
+    config.optim.plateau_patience_evals = 2
+    config.optim.plateau_min_delta = 0.0
     config.optim.weight_decay = 0.0  # decoupled: theta -= lr * wd * theta
     config.optim.l2 = 0.0  # coupled, as a loss term (l2 / 2) * |theta|^2
     config.optim.l1 = 0.0

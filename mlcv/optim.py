@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -209,7 +209,44 @@ def make(
     if config.get("weight_decay"):
         parts.append(optax.add_decayed_weights(float(config.weight_decay), mask=mask))
     parts.append(optax.scale_by_learning_rate(schedule(config, total_steps, steps_per_epoch)))
+    if config.get("plateau_factor"):
+        parts.append(scale_by_plateau())
     return optax.chain(*parts)
+
+
+class PlateauState(NamedTuple):
+    """The factor that validation plateaus have multiplied the learning rate by so far."""
+
+    plateau_scale: jax.Array
+
+
+def scale_by_plateau() -> optax.GradientTransformation:
+    """Multiplies updates by ``plateau_scale``, which the training loop lowers on a validation plateau.
+
+    The factor lives in the optimizer state, so it is checkpointed and a resumed run keeps it; the loop
+    decides when to lower it (:func:`set_plateau_scale`) because only the loop sees validation metrics.
+    """
+
+    def init(params: Any) -> PlateauState:
+        del params
+        return PlateauState(plateau_scale=jnp.ones((), jnp.float32))
+
+    def update(updates: Any, state: PlateauState, params: Any = None) -> tuple[Any, PlateauState]:
+        del params
+        return jax.tree.map(lambda u: u * state.plateau_scale, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def plateau_scale(opt_state: Any) -> float:
+    """The current plateau factor of an optimizer state (1.0 without plateau scaling)."""
+    value = optax.tree_utils.tree_get(opt_state, "plateau_scale", default=None)
+    return 1.0 if value is None else float(value)
+
+
+def set_plateau_scale(opt_state: Any, scale: float) -> Any:
+    """A copy of ``opt_state`` with the plateau factor set to ``scale``."""
+    return optax.tree_utils.tree_set(opt_state, plateau_scale=jnp.asarray(scale, jnp.float32))
 
 
 def newton_step(loss_fn: Callable[[Any], jax.Array], params: Any, lr: float = 1.0) -> Any:

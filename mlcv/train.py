@@ -245,7 +245,7 @@ class _Trainer:
         self.loop["train_time_s"] += window_s
         means = {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         means["train/images_per_sec"] = len(fetched) * self.config.data.batch_size / max(window_s, 1e-9)
-        means["lr"] = float(self.setup.lr_schedule(last - 1))
+        means["lr"] = float(self.setup.lr_schedule(last - 1)) * optim.plateau_scale(self.state.opt_state)
         if self.writer:
             self.writer.write(last, means)
         self._bar.set_postfix(loss=f"{means['train/loss']:.4f}", img_s=f"{means['train/images_per_sec']:.0f}")
@@ -272,10 +272,28 @@ class _Trainer:
             loop["bad_evals"] += 1
         if es.patience_evals and loop["bad_evals"] >= es.patience_evals:
             loop["stopped_early"] = True
+        self._plateau(scalars)
         if self.writer:
             self.writer.write(step, logged)
         self._say(f"step {step}/{self.setup.total_steps}  " + "  ".join(f"{k}={v:.4f}" for k, v in logged.items()))
         return better
+
+    def _plateau(self, scalars: dict[str, float]) -> None:
+        """Divides the learning rate when validation loss has not improved for ``plateau_patience_evals``."""
+        oc, loop = self.config.optim, self.loop
+        if not oc.get("plateau_factor"):
+            return
+        loss, best = scalars["loss"], loop.get("plateau_best")
+        if best is None or loss < best - float(oc.get("plateau_min_delta", 0.0)):
+            loop.update(plateau_best=loss, plateau_bad=0)
+            return
+        loop["plateau_bad"] = loop.get("plateau_bad", 0) + 1
+        if loop["plateau_bad"] >= int(oc.get("plateau_patience_evals", 1)):
+            scale = optim.plateau_scale(self.state.opt_state) * float(oc.plateau_factor)
+            opt_state = optim.set_plateau_scale(self.state.opt_state, scale)
+            self.state = sharding.put_replicated(self.state.replace(opt_state=opt_state), self.mesh)
+            loop["plateau_bad"] = 0
+            self._say(f"validation loss plateaued: learning rate scaled by {scale:g}")
 
     def train(self) -> None:
         """Steps until the step budget is spent or early stopping fires."""

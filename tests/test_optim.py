@@ -587,3 +587,18 @@ def test_newton_step_one_dimensional(f, x0, expected):
     """On a 1-D non-quadratic f one step is x - f'(x) / f''(x), written out for each f."""
     x1 = optim.newton_step(lambda p: f(p[0]), jnp.array([x0]))
     np.testing.assert_allclose(float(x1[0]), expected, rtol=1e-6)
+
+
+def test_plateau_scale_multiplies_updates():
+    """scale_by_plateau multiplies the SGD step by the factor set in the state: -lr * 0.1 * g."""
+    config = ml_collections.ConfigDict({"name": "sgd", "lr": 0.5, "plateau_factor": 0.1})
+    tx = optim.make(config, total_steps=10)
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = tx.init(params)
+    assert optim.plateau_scale(state) == 1.0
+    state = optim.set_plateau_scale(state, 0.1)
+    updates, _ = tx.update({"w": jnp.array([2.0, 4.0])}, state, params)
+    np.testing.assert_allclose(updates["w"], [-0.5 * 0.1 * 2.0, -0.5 * 0.1 * 4.0], rtol=1e-6)
+    assert (
+        optim.plateau_scale(optim.make(ml_collections.ConfigDict({"name": "sgd", "lr": 0.5}), 10).init(params)) == 1.0
+    )

@@ -57,3 +57,22 @@ def test_step_schedule_in_epochs(tmp_path):
     lr = config.optim.lr
     # The record of step s logs the lr that step s used, i.e. the schedule at s - 1.
     assert lrs[19] == pytest.approx(lr) and lrs[20] == pytest.approx(lr / 10)
+
+
+def test_plateau_divides_lr_and_checkpoints_the_factor(tmp_path):
+    """An unreachable min_delta makes every eval after the first a plateau: lr x 0.1 after steps 6 and 9."""
+    config = _config(12)
+    config.eval_every_steps = 3
+    config.optim.schedule = "constant"
+    config.optim.plateau_factor = 0.1
+    config.optim.plateau_patience_evals = 1
+    config.optim.plateau_min_delta = 1e9
+    wd = tmp_path / "plateau"
+    train.run(config, wd)
+    lrs = {r["step"]: r["lr"] for r in read_metrics(wd / "metrics.jsonl") if "lr" in r}
+    lr = config.optim.lr
+    assert [lrs[s] for s in (1, 6)] == pytest.approx([lr, lr])
+    assert lrs[7] == pytest.approx(lr * 0.1) and lrs[10] == pytest.approx(lr * 0.01)
+    # The factor after the eval of step 12 (x 0.001) is in that step's checkpoint.
+    state = read_state(wd / "checkpoints" / "12")
+    assert float(jax.tree.leaves(state["opt_state"])[-1]) == pytest.approx(1e-3)
