@@ -1,8 +1,12 @@
 """The one entry point: ``python launch.py --config experiments/X.py[:arg] [--config.a.b=v] [--workdir DIR]``.
 
 With no flags it runs the default experiment (digits CNN) into
-``runs/digits_cnn``. A bad flag, config key, value or file ends the run with
-one ``error:`` line and a non-zero exit before anything is written.
+``runs/digits_cnn``. With ``--sweep`` it runs the sweep that the experiment
+file's ``get_sweep`` declares, one workdir per trial under
+``runs/<experiment>_sweep``, and writes a results table; ``--sweep_shard=i/n``
+runs only every n-th trial from the i-th on, for job arrays. A bad flag,
+config key, value, file or sweep ends the run with one ``error:`` line and a
+non-zero exit before anything is written.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ try:
     _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=True)
 except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
     cli.fail(e, sys.argv)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<experiment>.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<experiment>[_sweep].")
+_SWEEP = flags.DEFINE_bool("sweep", False, "Run the sweep of the config file's get_sweep().")
+_SWEEP_SHARD = flags.DEFINE_string("sweep_shard", None, "i/n: run every n-th trial from the i-th (0-based).")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    return cli.main(_CONFIG.value, _WORKDIR.value, config_path=flags.FLAGS["config"].config_filename)
+    return cli.main(
+        _CONFIG.value,
+        _WORKDIR.value,
+        config_path=flags.FLAGS["config"].config_filename,
+        sweep=_SWEEP.value,
+        sweep_shard=_SWEEP_SHARD.value,
+    )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

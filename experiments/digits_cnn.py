@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Every key of mlcv.optim, so that any optimizer, schedule or regularizer is one override away.
     config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adam"  # sgd | momentum | nesterov | adagrad | rmsprop | adam
+    config.optim.name = "adam"  # sgd | momentum | nesterov | adagrad | rmsprop | adam | newton
     config.optim.lr = 3e-3
     config.optim.momentum = 0.9  # momentum, nesterov
     config.optim.b1 = 0.9  # adam
@@ -72,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.eps = 1e-8  # adam, adagrad, rmsprop
     config.optim.decay = 0.9  # rmsprop
     config.optim.initial_accumulator = 0.0  # adagrad
+    config.optim.newton_damping = 0.1  # newton: (H + damping I)^-1 g, small models only
     config.optim.schedule = "cosine"  # constant | step | cosine | linear | onecycle | cosine_restarts
     config.optim.warmup_steps = 0
     config.optim.end_lr_factor = 0.0  # cosine, linear, cosine_restarts: final lr / lr

@@ -8,6 +8,9 @@ Reaches (test split of 360 images, checkpoint chosen on validation):
   softmax cross-entropy: 96.11 ± 0.00 % test accuracy (seeds 0-2; the problem is convex,
     so every seed reaches the same predictions), ~13 s a run on a 2-core CPU.
   RMSE to one-hot (loss=rmse): 91.67 ± 0.28 % (seeds 0-2), ~12 s a run.
+  Newton's method (--config.optim.name=newton --config.optim.lr=1.0 --config.optim.schedule=constant
+    --config.total_steps=20 --config.data.batch_size=256; damping 0.1): 96.39 % after 20 steps
+    (seed 0, one run), 6 s.
 """
 
 from __future__ import annotations

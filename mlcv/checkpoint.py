@@ -16,6 +16,7 @@ import grain.python as gp
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 
@@ -98,7 +99,14 @@ def read_state(step_dir: str | os.PathLike) -> Any:
     """
     path = Path(step_dir).absolute() / "state"
     checkpointer = ocp.StandardCheckpointer()
-    meta = checkpointer.metadata(path).item_metadata
+    # Reading one item of a composite step, orbax warns that the step-level
+    # metadata file is not in the item's directory; it is not needed here.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        meta = checkpointer.metadata(path).item_metadata
+    finally:
+        logging.set_verbosity(verbosity)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
     return jax.tree.map(np.asarray, checkpointer.restore(path, abstract))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 from absl import flags, logging
@@ -95,16 +97,92 @@ def default_workdir(config_path: str) -> str:
     return str(Path("runs") / Path(config_path.split(":")[0]).stem)
 
 
-def main(config: ml_collections.ConfigDict, workdir: str | None, *, config_path: str) -> int:
-    """Runs one experiment; returns the process exit status.
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (``--sweep_shard``) as ``(i, n)`` with ``0 <= i < n``; ConfigError otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m:
+        raise ConfigError(f"--sweep_shard={text!r} must be i/n, the i-th of n shards counted from 0 (e.g. 0/4)")
+    i, n = int(m.group(1)), int(m.group(2))
+    if not i < n:
+        raise ConfigError(f"--sweep_shard={text}: the shard index must be below the shard count, 0/{n} to {n - 1}/{n}")
+    return i, n
+
+
+def load_sweep(config_path: str) -> tuple[str, Any]:
+    """What ``--sweep`` runs for the experiment file ``path[:arg]``: ``("sweep", dict)`` or ``("ablation", rows)``.
+
+    It calls the file's ``get_ablation(arg)`` if it has one, else its
+    ``get_sweep(arg)``, with the same arg as ``get_config``.
+
+    Raises:
+      ConfigError: the file defines neither, or its arg is bad.
+    """
+    path, _, arg = config_path.partition(":")
+    # The file is loaded as a module of its own; ml_collections loaded it apart
+    # too, for get_config. Experiment files import each other through the
+    # repository root, which launch.py's directory puts on sys.path.
+    spec = importlib.util.spec_from_file_location(f"_mlcv_experiment_{Path(path).stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"config file {path!r} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for kind in ("ablation", "sweep"):
+        fn = getattr(module, f"get_{kind}", None)
+        if callable(fn):
+            return kind, fn(arg or None)
+    raise ConfigError(f"{path} defines no get_sweep(arg=None) (nor get_ablation); --sweep needs one beside get_config")
+
+
+def _sweep(config: ml_collections.ConfigDict, workdir: str | None, config_path: str, shard: str | None) -> int:
+    # Checked before mlcv.sweep (and with it JAX) is imported, so bad input fails in a blink.
+    index_count = parse_shard(shard) if shard is not None else (0, 1)
+    kind, spec = load_sweep(config_path)
+    if kind == "ablation":
+        if shard is not None:
+            raise ConfigError("--sweep_shard applies to sweeps; an ablation runs its rows in order")
+        from mlcv import ablation
+
+        workdir = workdir or default_workdir(config_path)
+        ablation.run(config, spec, workdir)
+        print(f"{workdir}: table in {workdir}/ablation.md")
+        return 0
+    from mlcv import sweep, sweep_results
+
+    workdir = workdir or default_workdir(config_path) + "_sweep"
+    records = sweep.run(config, spec, workdir, shard=index_count)
+    res = sweep_results.results(workdir)
+    done = sum(r["status"] == "complete" for r in res["rows"])
+    ran = sum(r["ran"] for r in records)
+    print(f"{workdir}: {done}/{len(res['rows'])} trials complete ({ran} run now); table in {workdir}/sweep.md")
+    print(sweep_results.selected_line(res))
+    return 0
+
+
+def main(
+    config: ml_collections.ConfigDict,
+    workdir: str | None,
+    *,
+    config_path: str,
+    sweep: bool = False,
+    sweep_shard: str | None = None,
+) -> int:
+    """Runs one experiment, or with ``sweep`` its sweep (``sweep_shard``: ``"i/n"``); returns the exit status.
 
     Expected failures (a bad config, a missing dataset, a diverged run) end
     with one ``error:`` line on stderr instead of a traceback.
     """
-    from mlcv import train
-
     # Orbax and TFDS log every save and read at INFO; the loop prints its own lines.
     logging.set_verbosity(logging.WARNING)
+    if sweep or sweep_shard is not None:
+        try:
+            if not sweep:
+                raise ConfigError(f"--sweep_shard={sweep_shard} needs --sweep")
+            return _sweep(config, workdir, config_path, sweep_shard)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    from mlcv import train
+
     workdir = workdir or default_workdir(config_path)
     try:
         summary = train.run(config, workdir)

@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from mlcv.config import ConfigError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adagrad", "rmsprop")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adagrad", "rmsprop", "newton")
 SCHEDULES = ("constant", "cosine", "linear", "step", "onecycle", "cosine_restarts")
 DECAY_MASKS = ("kernels", "all")
 # The optimizers whose momentum (or Adam's b1) the one-cycle policy moves against the learning rate.
@@ -191,6 +191,8 @@ def make(
     elif name == "adagrad":
         # optax.adagrad starts its accumulator at 0.1; the course (and torch) start at 0.
         direction = optax.scale_by_rss(initial_accumulator_value=float(config.get("initial_accumulator", 0.0)), eps=eps)
+    elif name == "newton":
+        direction = scale_by_newton(float(config.get("newton_damping", 0.1)))
     elif name == "rmsprop":
         # eps outside the square root, as in the course (and torch); optax.rmsprop's default puts it inside.
         direction = optax.scale_by_rms(decay=float(config.get("decay", 0.9)), eps=eps, eps_in_sqrt=False)
@@ -247,6 +249,32 @@ def plateau_scale(opt_state: Any) -> float:
 def set_plateau_scale(opt_state: Any, scale: float) -> Any:
     """A copy of ``opt_state`` with the plateau factor set to ``scale``."""
     return optax.tree_utils.tree_set(opt_state, plateau_scale=jnp.asarray(scale, jnp.float32))
+
+
+def scale_by_newton(damping: float = 0.0) -> optax.GradientTransformationExtraArgs:
+    """Replaces the gradient g by the Newton direction (H + damping I)^-1 g of the loss ``value_fn``.
+
+    ``update`` needs ``params`` and the keyword ``value_fn`` (the loss as a function of the parameters);
+    the training task passes it. The full n x n Hessian makes this for small models only. The damping
+    (Levenberg-Marquardt) keeps the solve defined where H is singular, as for softmax cross-entropy,
+    whose loss is unchanged by adding one constant to every logit.
+    """
+
+    def init(params: Any) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None, *, value_fn=None, **extra: Any):
+        del extra
+        if params is None or value_fn is None:
+            raise ValueError("scale_by_newton needs params and value_fn (the loss as a function of params)")
+        flat, unravel = ravel_pytree(params)
+        grad, _ = ravel_pytree(updates)
+        hessian = jax.hessian(lambda x: value_fn(unravel(x)))(flat)
+        hessian = hessian + damping * jnp.eye(flat.size, dtype=hessian.dtype)
+        return unravel(jnp.linalg.solve(hessian, grad)), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def newton_step(loss_fn: Callable[[Any], jax.Array], params: Any, lr: float = 1.0) -> Any:

@@ -86,13 +86,18 @@ class _Setup:
             raise ConfigError(f"config.early_stopping.mode must be 'max' or 'min', not {es.mode!r}")
 
 
-def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    path = workdir / "config.json"
+def check_workdir_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+    """Refuses a workdir that holds a run of another config, naming the keys that differ.
+
+    Resuming must never mix two experiments in one directory (say, after the
+    experiment file changed).
+    """
+    path = Path(workdir) / "config.json"
     if not path.exists():
         return
-    old, new = json.loads(path.read_text()), json.loads(config.to_json_best_effort())
-    if old != new:
-        diff = sorted(k for k in set(_flat(old)) | set(_flat(new)) if _flat(old).get(k) != _flat(new).get(k))
+    old, new = _flat(json.loads(path.read_text())), _flat(json.loads(config.to_json_best_effort()))
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
         raise ConfigError(
             f"workdir {workdir} holds a run of a different config (keys {', '.join(diff)}); "
             "use another --workdir or remove it"
@@ -102,10 +107,7 @@ def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> N
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -130,7 +132,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     t_start = time.time()
     setup = _Setup(config)
     workdir = Path(workdir)
-    _check_workdir_config(workdir, config)
+    check_workdir_config(workdir, config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -602,3 +602,25 @@ def test_plateau_scale_multiplies_updates():
     assert (
         optim.plateau_scale(optim.make(ml_collections.ConfigDict({"name": "sgd", "lr": 0.5}), 10).init(params)) == 1.0
     )
+
+
+def test_newton_in_the_chain_reaches_the_quadratic_minimum():
+    """optim.make(name='newton', damping 0) with value_fn: one step lands on A^-1 b of 1/2 x'Ax - b'x."""
+    a = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+    b = jnp.array([1.0, -1.0])
+
+    def f(p):
+        return 0.5 * p["x"] @ a @ p["x"] - b @ p["x"]
+
+    tx = optim.make(ml_collections.ConfigDict({"name": "newton", "lr": 1.0, "newton_damping": 0.0}), 10)
+    params = {"x": jnp.array([5.0, -7.0])}
+    updates, _ = tx.update(jax.grad(f)(params), tx.init(params), params, value_fn=f)
+    np.testing.assert_allclose(optax.apply_updates(params, updates)["x"], np.linalg.solve(a, b), atol=1e-5)
+
+
+def test_newton_damping_by_hand():
+    """With damping d the step is (H + d I)^-1 g: for f = x^2 (H = 2), d = 2, g = 2x at x = 3: step 6 / 4."""
+    tx = optim.make(ml_collections.ConfigDict({"name": "newton", "lr": 1.0, "newton_damping": 2.0}), 10)
+    params = {"x": jnp.array([3.0])}
+    updates, _ = tx.update({"x": jnp.array([6.0])}, tx.init(params), params, value_fn=lambda p: jnp.sum(p["x"] ** 2))
+    np.testing.assert_allclose(updates["x"], [-1.5], rtol=1e-6)

@@ -76,3 +76,23 @@ def test_plateau_divides_lr_and_checkpoints_the_factor(tmp_path):
     # The factor after the eval of step 12 (x 0.001) is in that step's checkpoint.
     state = read_state(wd / "checkpoints" / "12")
     assert float(jax.tree.leaves(state["opt_state"])[-1]) == pytest.approx(1e-3)
+
+
+def test_newton_trains_the_linear_model_and_refuses_a_cnn(tmp_path):
+    """Newton steps (damping 0.1) train the 650-parameter linear model; a 30k-parameter CNN is refused."""
+    from experiments import digits_linear
+    from mlcv.config import ConfigError
+
+    config = digits_linear.get_config("runlocal")
+    config.optim.name = "newton"
+    config.optim.lr = 1.0
+    config.optim.schedule = "constant"
+    config.data.batch_size = 256
+    config.total_steps = 6
+    config.eval_every_steps = 6
+    config.tensorboard = False
+    assert train.run(config, tmp_path / "linear")["test"]["accuracy"] > 0.8
+    cnn = _config(2)
+    cnn.optim.name = "newton"
+    with pytest.raises(ConfigError, match="full Hessian"):
+        train.run(cnn, tmp_path / "cnn")

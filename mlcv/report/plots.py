@@ -76,3 +76,22 @@ def plot_schedules(total_steps: int, schedules: dict[str, Any], path: str | os.P
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_ablation(stats: Sequence[tuple[str, float, float | None]], path: str | os.PathLike) -> None:
+    """Horizontal bars of each row's mean with its std as an error bar, first row on top."""
+    labels = [label for label, _, _ in stats]
+    means = np.array([m for _, m, _ in stats])
+    errs = np.array([0.0 if s is None else s for _, _, s in stats])
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(stats) + 1))
+    y = np.arange(len(stats))[::-1]
+    ax.barh(y, means, xerr=errs, color="tab:blue", alpha=0.7, capsize=3)
+    ax.set_yticks(y, labels, fontsize=8)
+    lo = max(0.0, float(np.min(means - errs)) - 2.0)
+    ax.set_xlim(lo, min(100.0, float(np.max(means + errs)) + 0.5))
+    ax.set_xlabel("test accuracy (%), mean ± std")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -36,8 +36,9 @@ class TrainState(struct.PyTreeNode):
             raise ValueError("no parameter averaging in this run (config.averaging.kind is 'none')")
         return self.replace(params=self.avg["params"], batch_stats=self.avg["batch_stats"])
 
-    def apply_gradients(self, grads: Any, **changes: Any) -> TrainState:
-        """One optimizer update; ``changes`` replaces other fields."""
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    def apply_gradients(self, grads: Any, extra_args: dict[str, Any] | None = None, **changes: Any) -> TrainState:
+        """One optimizer update; ``extra_args`` go to the optimizer (Newton's ``value_fn``); ``changes``
+        replaces other fields."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **(extra_args or {}))
         params = optax.apply_updates(self.params, updates)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)

@@ -17,6 +17,9 @@ from mlcv import averaging, losses, metrics
 from mlcv.config import ConfigError
 from mlcv.tasks.base import TrainState
 
+# A 10,000-parameter Hessian is 400 MB in float32.
+_NEWTON_MAX_PARAMS = 10_000
+
 
 class ClassificationTask:
     """Trains a classifier on batches ``{'image', 'label'}``.
@@ -41,6 +44,7 @@ class ClassificationTask:
         )
         self.averaging = config.get("averaging") or ml_collections.ConfigDict({"kind": "none"})
         averaging.check(self.averaging)
+        self.newton = config.optim.name == "newton"
         # Steps that end a learning-rate cycle (for cycle averaging); set by the loop.
         self.cycle_ends: tuple[int, ...] = ()
 
@@ -51,6 +55,12 @@ class ClassificationTask:
             {"params": init_rng, "dropout": init_rng}, jnp.asarray(batch["image"][:1]), train=False
         )
         params = variables["params"]
+        n_params = sum(x.size for x in jax.tree.leaves(params))
+        if self.newton and n_params > _NEWTON_MAX_PARAMS:
+            raise ConfigError(
+                f"config.optim.name='newton' builds the full Hessian: {n_params:,} parameters need "
+                f"{4 * n_params**2 / 2**30:.1f} GiB; it is for models under {_NEWTON_MAX_PARAMS:,} parameters"
+            )
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -77,7 +87,9 @@ class ClassificationTask:
             return self.batch_loss(state, logits, batch).mean(), (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-        state = state.apply_gradients(grads, batch_stats=updates.get("batch_stats", state.batch_stats))
+        # Newton's method needs the loss itself, to differentiate it twice.
+        extra = {"value_fn": lambda p: loss_of(p)[0]} if self.newton else None
+        state = state.apply_gradients(grads, extra, batch_stats=updates.get("batch_stats", state.batch_stats))
         if state.avg is not None:
             cycle_end = jnp.isin(state.step, jnp.asarray(self.cycle_ends, jnp.int32)) if self.cycle_ends else False
             state = state.replace(

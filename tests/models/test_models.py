@@ -153,3 +153,23 @@ def test_get_bad_kwarg_raises():
         models.get("mlp", num_classes=10, depth=3)
     with pytest.raises(ConfigError, match="'linear'"):
         models.get("linear")  # num_classes is required
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_dropout_off_at_eval_and_unbiased_in_training(name):
+    """Eval ignores dropout (equals the dropout-free model); training masks vary and average to the eval output."""
+    kwargs = {"hidden": (64,)} if name == "mlp" else {"batch_norm": False}
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    with_dropout = models.get(name, num_classes=3, dropout=0.5, **kwargs)
+    without = models.get(name, num_classes=3, dropout=0.0, **kwargs)
+    variables = with_dropout.init(jax.random.key(0), x)
+    eval_out = with_dropout.apply(variables, x, train=False)
+    np.testing.assert_allclose(eval_out, without.apply(variables, x, train=False), rtol=1e-6)
+
+    def train_out(key):
+        return with_dropout.apply(variables, x, train=True, rngs={"dropout": key})
+
+    outs = jax.vmap(train_out)(jax.random.split(jax.random.key(2), 4000))
+    assert float(jnp.abs(outs[0] - outs[1]).max()) > 0  # masks differ between keys
+    # Inverted dropout keeps units with probability 1/2 and scales them by 2, so the mean output is unchanged.
+    np.testing.assert_allclose(outs.mean(0), eval_out, atol=0.05 * float(jnp.abs(eval_out).max()) + 1e-3)

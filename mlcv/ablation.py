@@ -1,0 +1,166 @@
+"""Paper-style ablations: named variants of one base config, each over several seeds, in one table.
+
+An ablation is a list of rows. A ``train`` row runs its overrides once per
+seed (``<workdir>/<row id>/seed=<s>``) and reports the mean ± std of the
+test accuracy of each run's checkpoint chosen on validation. Other rows
+read runs that exist already, so no model is trained twice:
+
+- ``average``: the averaged (EMA) parameters of another row's runs;
+- ``snapshot``: the snapshot ensemble of another row's runs;
+- ``ensemble``: ensembles of ``size`` runs of another row, consecutive seeds
+  per ensemble, one ensemble per repeat.
+
+A value ``RunsOf(row, seeds)`` in a row's overrides becomes the tuple of
+that row's workdirs, so a distilled student can name its teachers. Rows run
+in order; a finished run is skipped, so an interrupted ablation resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from mlcv import ensemble, sweep, train
+from mlcv.config import ConfigError
+from mlcv.report import plots, tables
+
+
+@dataclasses.dataclass(frozen=True)
+class RunsOf:
+    """Stands for the workdirs of ``row``'s runs with ``seeds`` (e.g. distillation teachers)."""
+
+    row: str
+    seeds: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the table.
+
+    Attributes:
+      id: a short file-system-safe name, unique in the ablation.
+      group: the block of the table the row belongs to ("optimizer", ...).
+      label: what the row shows ("SGD, lr 0.1").
+      overrides: config overrides of a ``train`` row.
+      seeds: the seeds of a ``train`` row, or how many repeats another row reports.
+      kind: ``train``, ``average``, ``snapshot`` or ``ensemble``.
+      source: the row whose runs an ``average``/``snapshot``/``ensemble`` row reads.
+      size: members per ensemble of an ``ensemble`` row.
+    """
+
+    id: str
+    group: str
+    label: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    kind: str = "train"
+    source: str = ""
+    size: int = 0
+
+
+KINDS = ("train", "average", "snapshot", "ensemble")
+
+
+def check(rows: Sequence[Row], config: ml_collections.ConfigDict) -> None:
+    """Refuses unknown kinds, duplicate ids, dangling sources and overrides the config lacks, before any run."""
+    ids = [r.id for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"ablation row ids repeat: {sorted(i for i in ids if ids.count(i) > 1)}")
+    by_id = {r.id: r for r in rows}
+    for r in rows:
+        if r.kind not in KINDS:
+            raise ConfigError(f"ablation row {r.id!r}: unknown kind {r.kind!r}; valid: {', '.join(KINDS)}")
+        if r.kind != "train" and (r.source not in by_id or by_id[r.source].kind != "train"):
+            raise ConfigError(f"ablation row {r.id!r} reads row {r.source!r}, which is not a train row")
+        if r.kind == "ensemble" and len(by_id[r.source].seeds) < r.size * len(r.seeds):
+            raise ConfigError(f"ablation row {r.id!r} needs {r.size * len(r.seeds)} runs of {r.source!r}")
+        sweep.apply(config, {k: v for k, v in r.overrides.items() if not isinstance(v, RunsOf)})
+
+
+def run_dir(workdir: Path, row: str, seed: int) -> Path:
+    """Where the run of ``row`` with ``seed`` lives."""
+    return Path(workdir) / row / f"seed={seed}"
+
+
+def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | Path) -> list[list[Any]]:
+    """Runs every missing run of the ``train`` rows, then writes ``ablation.md`` / ``.csv`` / ``.png``.
+
+    Returns the table rows: group, label, runs, test accuracy (mean ± std, %), mean wall time.
+    """
+    workdir = Path(workdir)
+    check(rows, config)
+    runs = []
+    for r in rows:
+        if r.kind != "train":
+            continue
+        overrides = {k: _resolve(v, workdir) for k, v in r.overrides.items()}
+        for seed in r.seeds:
+            out = run_dir(workdir, r.id, seed)
+            run_config = sweep.apply(config, {**overrides, "seed": seed})
+            # A finished run counts only if it ran this very config (the base may have changed since).
+            train.check_workdir_config(out, run_config)
+            runs.append((f"{r.id} seed {seed}", run_config, out))
+    for name, run_config, out in runs:
+        if sweep.status(out) != "complete":
+            print(f"ablation: {name}", file=sys.stderr, flush=True)
+            train.run(run_config, out)
+    table, stats = _table(rows, workdir)
+    if jax.process_index() == 0:
+        header = ["group", "row", "runs", "test accuracy (%)", "wall time a run (s)"]
+        md = tables.markdown_table(header, table, align="llrrr")
+        compute = sum(s["wall_time_s"] for r in rows if r.kind == "train" for s in _summaries(workdir, r))
+        note = (
+            f"\n\n{sum(len(r.seeds) for r in rows if r.kind == 'train')} training runs; the sum of their wall "
+            f"times is {compute:.0f} s. Mean ± sample std over the runs (or ensembles) of each row.\n"
+        )
+        tables.write_text(workdir / "ablation.md", md + note)
+        tables.write_text(
+            workdir / "ablation.csv", tables.csv_text([dict(zip(header, row, strict=True)) for row in table], header)
+        )
+        plots.plot_ablation(stats, workdir / "ablation.png")
+    return table
+
+
+def _resolve(value: Any, workdir: Path) -> Any:
+    if isinstance(value, RunsOf):
+        return tuple(str(run_dir(workdir, value.row, s)) for s in value.seeds)
+    return value
+
+
+def _summaries(workdir: Path, row: Row) -> list[dict[str, Any]]:
+    return [json.loads((run_dir(workdir, row.id, s) / "summary.json").read_text()) for s in row.seeds]
+
+
+def _table(rows: Sequence[Row], workdir: Path) -> tuple[list[list[Any]], list[tuple[str, float, float | None]]]:
+    """The table rows, and (label, mean %, std %) per row for the plot."""
+    by_id = {r.id: r for r in rows}
+    out, stats = [], []
+    for r in rows:
+        src = by_id.get(r.source, r)
+        sums = _summaries(workdir, src)
+        wall = sum(s["wall_time_s"] for s in sums) / len(sums)
+        if r.kind == "train":
+            accs = [s["test"]["accuracy"] for s in sums]
+        elif r.kind == "average":
+            accs = [s["test_avg"]["accuracy"] for s in sums]
+        elif r.kind == "snapshot":
+            accs = [s["test_snapshot_ensemble"]["ensemble_accuracy"] for s in sums]
+        else:
+            accs = []
+            for i in range(len(r.seeds)):
+                seeds = src.seeds[i * r.size : (i + 1) * r.size]
+                members = [ensemble.load_run(run_dir(workdir, src.id, s)) for s in seeds]
+                accs.append(ensemble.evaluate(members, "test")["ensemble_accuracy"])
+            wall *= r.size  # an ensemble costs its members' training
+        n = len(accs) if r.kind != "ensemble" else f"{len(accs)} x {r.size}"
+        percent = [100 * a for a in accs]
+        out.append([r.group, r.label, n, tables.format_mean_std(percent, 2), f"{wall:.0f}"])
+        stats.append((f"{r.group}: {r.label.strip()}", *tables.mean_std(percent)))
+    return out, stats

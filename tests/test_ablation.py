@@ -1,0 +1,132 @@
+"""The ablation driver: rows over seeds, rows that read other rows' runs, resume, and bad rows."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from experiments import digits_ablation, digits_cnn
+from mlcv import ablation, cli, ensemble, train
+from mlcv.ablation import Row, RunsOf
+from mlcv.config import ConfigError
+
+
+def _config():
+    config = digits_cnn.get_config("runlocal")
+    config.total_steps = 6
+    config.eval_every_steps = 6
+    config.tensorboard = False
+    config.averaging.kind = "ema"
+    return config
+
+
+ROWS = [
+    Row("base", "baseline", "runlocal CNN", seeds=(0, 1)),
+    Row("lr", "optimizer", "lr 0.01", overrides={"optim.lr": 0.01}, seeds=(0,)),
+    Row("ema", "averaging", "EMA", kind="average", source="base", seeds=(0, 1)),
+    Row("ens", "ensemble", "2-seed ensemble", kind="ensemble", source="base", size=2, seeds=(0,)),
+    Row(
+        "student",
+        "distillation",
+        "distilled",
+        overrides={"task": "distillation", "distill.teacher_workdirs": RunsOf("base", (0, 1))},
+        seeds=(0,),
+    ),
+]
+
+
+def _summary(wd, row, seed):
+    return json.loads((ablation.run_dir(wd, row, seed) / "summary.json").read_text())
+
+
+def test_table_values_and_resume(tmp_path, monkeypatch):
+    """Each cell is the mean ± std of the runs' own summaries; a second call trains nothing."""
+    wd = tmp_path / "abl"
+    table = ablation.run(_config(), ROWS, wd)
+    base = [_summary(wd, "base", s) for s in (0, 1)]
+    accs = [100 * s["test"]["accuracy"] for s in base]
+    assert table[0][:3] == ["baseline", "runlocal CNN", 2]
+    assert table[0][3] == f"{statistics.fmean(accs):.2f} ± {statistics.stdev(accs):.2f}"
+    assert table[1][3] == f"{100 * _summary(wd, 'lr', 0)['test']['accuracy']:.2f}"
+    ema = [100 * s["test_avg"]["accuracy"] for s in base]
+    assert table[2][3] == f"{statistics.fmean(ema):.2f} ± {statistics.stdev(ema):.2f}"
+    members = [ensemble.load_run(ablation.run_dir(wd, "base", s)) for s in (0, 1)]
+    assert table[3][3] == f"{100 * ensemble.evaluate(members)['ensemble_accuracy']:.2f}"
+    student_cfg = json.loads((ablation.run_dir(wd, "student", 0) / "config.json").read_text())
+    assert student_cfg["distill"]["teacher_workdirs"] == [str(ablation.run_dir(wd, "base", s)) for s in (0, 1)]
+    assert (wd / "ablation.md").read_text().count("\n| ") == len(ROWS) + 1
+    assert (wd / "ablation.png").is_file() and (wd / "ablation.csv").is_file()
+
+    calls = []
+    monkeypatch.setattr(train, "run", lambda *a, **k: calls.append(a))
+    ablation.run(_config(), ROWS, wd)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "rows,match",
+    [
+        ([Row("a", "g", "x"), Row("a", "g", "y")], "repeat"),
+        ([Row("a", "g", "x", kind="magic")], "unknown kind"),
+        ([Row("e", "g", "x", kind="average", source="nope")], "not a train row"),
+        ([Row("a", "g", "x", overrides={"optim.lrr": 0.1})], "optim.lrr"),
+        ([Row("a", "g", "x", seeds=(0,)), Row("e", "g", "y", kind="ensemble", source="a", size=2)], "needs"),
+    ],
+)
+def test_bad_rows_are_refused_before_any_run(rows, match, tmp_path):
+    """Duplicate ids, unknown kinds, dangling sources, unknown keys, too few runs: ConfigError, nothing written."""
+    with pytest.raises(ConfigError, match=match):
+        ablation.run(_config(), rows, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_digits_ablation_file_is_consistent():
+    """The committed ablation's rows pass the checks against its base config (keys exist, sources resolve)."""
+    for arg in (None, "runlocal"):
+        ablation.check(digits_ablation.get_ablation(arg), digits_ablation.get_config(arg))
+
+
+EXPERIMENT = """
+from experiments import digits_cnn
+from mlcv.ablation import Row
+
+
+def get_config(arg=None):
+    config = digits_cnn.get_config("runlocal")
+    config.total_steps = 4
+    config.eval_every_steps = 4
+    config.tensorboard = False
+    return config
+
+
+def get_ablation(arg=None):
+    return [Row("base", "baseline", "tiny", seeds=(0,))]
+"""
+
+
+def test_launcher_runs_an_ablation_file(tmp_path, capsys):
+    """--sweep on a file with get_ablation runs the rows and writes ablation.md; a shard is refused."""
+    path = tmp_path / "tiny_ablation.py"
+    path.write_text(EXPERIMENT)
+    namespace = {}
+    exec(compile(EXPERIMENT, str(path), "exec"), namespace)
+    config = namespace["get_config"]()
+    wd = tmp_path / "abl"
+    assert cli.main(config, str(wd), config_path=str(path), sweep=True) == 0
+    assert "| baseline | tiny | 1 |" in (wd / "ablation.md").read_text()
+    assert cli.main(config, str(wd), config_path=str(path), sweep=True, sweep_shard="0/2") == 2
+    assert "--sweep_shard applies to sweeps" in capsys.readouterr().err
+
+
+def test_finished_runs_of_another_config_are_refused(tmp_path):
+    """After the base config changes, the old runs are not silently mixed into the new table."""
+    rows = [Row("base", "baseline", "tiny", seeds=(0,))]
+    config = _config()
+    config.total_steps = 2
+    config.eval_every_steps = 2
+    ablation.run(config, rows, tmp_path / "abl")
+    config.optim.lr = 0.5
+    with pytest.raises(ConfigError, match="different config"):
+        ablation.run(config, rows, tmp_path / "abl")
