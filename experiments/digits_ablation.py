@@ -1,6 +1,6 @@
 """The training-recipe ablation on digits: optimizers, schedules, regularizers, averaging, ensembles, distillation.
 
-Run (one command; about RUNTIME_PLACEHOLDER on a 2-core CPU; an interrupted run resumes where it stopped):
+Run (one command; 10 min 33 s on a 2-core CPU for 69 runs; an interrupted run resumes where it stopped):
   python launch.py --config experiments/digits_ablation.py --sweep --workdir runs/digits_ablation
   python launch.py --config experiments/digits_ablation.py:runlocal --sweep   # 2 seeds, 40 steps: a smoke test
 
@@ -8,7 +8,9 @@ Every row trains the same small CNN on the same 20-epoch step budget (380 steps 
 base recipe (Adam 3e-3, cosine, no regularization, EMA evaluated beside the raw weights) and changes one thing.
 Rows are the mean ± sample std of test accuracy over seeds 0-2 (the baseline: seeds 0-14, which also form
 the three 5-seed ensembles and the distillation teacher). The table it wrote is committed as
-docs/digits_ablation.md.
+docs/digits_ablation.md, with its plot and notes on where the results differ from the course. Headline
+rows: baseline 98.81 ± 0.63 % (15 seeds), label smoothing 99.54 ± 0.16 %, 5-seed ensemble 99.35 ± 0.32 %,
+SGD 98.43 ± 0.16 %, dropout 0.3 98.24 ± 0.16 %.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def get_ablation(arg: str | None = None) -> list[Row]:
         row(
             "snapshot",
             "ensemble",
-            "snapshot ensemble, 4 cosine cycles",
+            "4 cosine cycles: the one checkpoint chosen on validation",
             **{"optim.schedule": "cosine_restarts", "optim.cycles": 4, "snapshot_ensemble": True},
         ),
         Row(

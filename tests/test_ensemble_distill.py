@@ -74,3 +74,17 @@ def test_distillation_from_ensemble_trains(teachers, tmp_path):
     config.distill.teacher_workdirs = tuple(str(wd) for wd, _ in teachers)
     summary = train.run(config, tmp_path / "student")
     assert summary["test"]["accuracy"] > 0.5
+
+
+def test_ensemble_command_line(teachers, capsys):
+    """python -m mlcv.ensemble prints the same JSON result as ensemble.evaluate; a bad workdir exits 2."""
+    import json
+
+    dirs = [str(wd) for wd, _ in teachers]
+    assert ensemble.main(dirs) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ensemble_accuracy"] == pytest.approx(
+        ensemble.evaluate([ensemble.load_run(d) for d in dirs])["ensemble_accuracy"]
+    )
+    assert ensemble.main(["/nonexistent-run"]) == 2
+    assert "error:" in capsys.readouterr().err
