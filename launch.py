@@ -32,17 +32,25 @@ except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<experiment>[_sweep].")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Run the sweep of the config file's get_sweep().")
 _SWEEP_SHARD = flags.DEFINE_string("sweep_shard", None, "i/n: run every n-th trial from the i-th (0-based).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "summary"], "train: run the experiment; summary: layer table.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for a multi-host run (default $JAX_COORDINATOR_ADDRESS)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a multi-host run ($JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0-based ($JAX_PROCESS_ID).")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     return cli.main(
         _CONFIG.value,
         _WORKDIR.value,
         config_path=flags.FLAGS["config"].config_filename,
         sweep=_SWEEP.value,
         sweep_shard=_SWEEP_SHARD.value,
+        mode=_MODE.value,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -158,6 +159,42 @@ def _sweep(config: ml_collections.ConfigDict, workdir: str | None, config_path: 
     return 0
 
 
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Joins a multi-host run when a coordinator is named by flag or by ``JAX_COORDINATOR_ADDRESS``.
+
+    The process count and index come from the flags, else ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``,
+    else JAX's own cluster detection (SLURM, Open MPI, ...). Must run before JAX touches a device.
+    """
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not coordinator:
+        return
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    import jax
+
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache; returns its directory (None when turned off).
+
+    ``$MLCV_COMPILATION_CACHE`` names the directory (default ``~/.cache/mlcv/jax``); ``off`` disables it.
+    A second launch of the same experiment then loads its compiled steps instead of compiling them;
+    ``summary.json`` keeps compile time apart from training time, so the saving shows there.
+    """
+    path = os.environ.get("MLCV_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "mlcv", "jax"))
+    if path.lower() in ("", "0", "off", "none"):
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    # JAX's default caches only compilations over a second; the small steps of tests and digits qualify too.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
 def main(
     config: ml_collections.ConfigDict,
     workdir: str | None,
@@ -165,6 +202,7 @@ def main(
     config_path: str,
     sweep: bool = False,
     sweep_shard: str | None = None,
+    mode: str = "train",
 ) -> int:
     """Runs one experiment, or with ``sweep`` its sweep (``sweep_shard``: ``"i/n"``); returns the exit status.
 
@@ -173,6 +211,7 @@ def main(
     """
     # Orbax and TFDS log every save and read at INFO; the loop prints its own lines.
     logging.set_verbosity(logging.WARNING)
+    enable_compilation_cache()
     if sweep or sweep_shard is not None:
         try:
             if not sweep:
@@ -184,6 +223,15 @@ def main(
     from mlcv import train
 
     workdir = workdir or default_workdir(config_path)
+    if mode == "summary":
+        from mlcv import summary
+
+        try:
+            summary.run(config, workdir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         summary = train.run(config, workdir)
     except ConfigError as e:

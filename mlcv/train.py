@@ -331,6 +331,21 @@ class _Trainer:
         self._bar.close()
         self.ckpts.wait()
 
+    def _check_replicas(self) -> bool | None:
+        """On several processes, checks every process holds the same parameters (None on one process).
+
+        Replicated arrays are one logical value; a host whose copy drifted (a
+        non-deterministic kernel, a bad link) would make checkpoints and
+        results depend on which host wrote them.
+        """
+        if jax.process_count() == 1:
+            return None
+        from jax.experimental import multihost_utils
+
+        local = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(self.state.params)]
+        multihost_utils.assert_equal(local, "parameters differ between processes")
+        return True
+
     def finish(self, t_start: float) -> dict[str, Any]:
         """Evaluates the checkpoint best on validation on validation and test; writes the summary and plots."""
         loop, step = self.loop, self.loop["step"]
@@ -338,6 +353,7 @@ class _Trainer:
         if best_step != step:
             state, _ = self.ckpts.restore(best_step, self.state)
             self.state = sharding.put_replicated(state, self.mesh)
+        replicas_identical = self._check_replicas()
         val, _ = self.evaluate("validation")
         test, test_extras = self.evaluate("test")
         averaged = {}
@@ -364,6 +380,7 @@ class _Trainer:
             "train_images_per_sec": step * self.config.data.batch_size / max(loop["train_time_s"], 1e-9),
             "wall_time_s": time.time() - t_start,
             "devices": jax.device_count(),
+            "replicas_identical": replicas_identical,
             "processes": jax.process_count(),
         }
         if self.is_main:

@@ -16,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 _TFDS_DIR = tempfile.mkdtemp(prefix="mlcv-tfds-")
 os.environ["TFDS_DATA_DIR"] = _TFDS_DIR
 atexit.register(shutil.rmtree, _TFDS_DIR, ignore_errors=True)
+# Likewise a private persistent compilation cache, so tests never fill or read the user's.
+_CACHE_DIR = tempfile.mkdtemp(prefix="mlcv-jaxcache-")
+os.environ["MLCV_COMPILATION_CACHE"] = _CACHE_DIR
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 
 def launch_cmd(*args: str) -> list[str]:

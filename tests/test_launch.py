@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -47,3 +48,17 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     assert proc.returncode == 2
     assert "different config" in proc.stderr and "seed" in proc.stderr
     assert sorted(p.name for p in wd.iterdir()) == ["config.json"]
+
+
+def test_persistent_compilation_cache(tmp_path):
+    """A launch fills $MLCV_COMPILATION_CACHE; with 'off' nothing is cached."""
+    args = ["--config=experiments/digits_cnn.py:runlocal", "--config.total_steps=2", "--config.eval_every_steps=2"]
+    cache = tmp_path / "cache"
+    for value, wd in ((str(cache), "a"), ("off", "b")):
+        env = dict(os.environ, MLCV_COMPILATION_CACHE=value)
+        proc = subprocess.run(
+            launch_cmd(*args, f"--workdir={tmp_path / wd}"), cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert any(p.name.endswith("-cache") for p in cache.iterdir())
+    assert "compile_time_s" in (tmp_path / "b" / "summary.json").read_text()

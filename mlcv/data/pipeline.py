@@ -67,21 +67,45 @@ def _allow_workers(worker_count: int) -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+class GlobalBatchSampler:
+    """Gives each JAX process its rows of the global batches that one process alone would read.
+
+    Record ``g`` of the global order (shuffled by ``seed``, its augmentation
+    rng derived from ``g``) lands at the same row of the same global batch
+    whatever the number of processes, so a run on several hosts sees exactly
+    the data of a single-host run. Grain's loader asks process ``p`` of ``n``
+    for sampler indices ``i * n + p``; this maps them to process ``p``'s
+    contiguous slice of each global batch.
+    """
+
+    def __init__(self, num_records: int, global_batch: int, seed: int):
+        self._inner = gp.IndexSampler(num_records, gp.NoSharding(), shuffle=True, num_epochs=None, seed=seed)
+        self._batch = global_batch
+        self._processes = jax.process_count()
+        self._local = global_batch // self._processes
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __getitem__(self, index: int) -> gp.RecordMetadata:
+        i, process = divmod(index, self._processes)
+        step, row = divmod(i, self._local)
+        meta = self._inner[step * self._batch + process * self._local + row]
+        return gp.RecordMetadata(index=index, record_key=meta.record_key, rng=meta.rng)
+
+    def __repr__(self) -> str:
+        return f"GlobalBatchSampler({self._inner!r}, global_batch={self._batch}, processes={self._processes})"
+
+
 def train_loader(
     source, *, batch_size: int, pp: str, op_defaults: dict, keys: tuple[str, ...], seed: int, worker_count: int = 0
 ) -> gp.DataLoader:
-    """An endless shuffled loader of batches of ``batch_size`` (global)."""
+    """An endless shuffled loader of this process's share of global batches of ``batch_size``."""
     _allow_workers(worker_count)
-    sampler = gp.IndexSampler(
-        num_records=len(source),
-        shard_options=gp.ShardByJaxProcess(drop_remainder=True),
-        shuffle=True,
-        num_epochs=None,
-        seed=seed,
-    )
     return gp.DataLoader(
         data_source=source,
-        sampler=sampler,
+        sampler=GlobalBatchSampler(len(source), batch_size, seed),
+        shard_options=gp.ShardByJaxProcess(drop_remainder=True),
         operations=[Preprocess(pp, op_defaults, keys), gp.Batch(per_process_batch(batch_size), drop_remainder=True)],
         worker_count=worker_count,
         read_options=READ_OPTIONS,
@@ -111,8 +135,18 @@ def eval_batches(
         worker_count=worker_count,
         read_options=READ_OPTIONS,
     )
+    # Every process must run the same number of (collective) eval steps, so
+    # shards that come out a batch short are topped up with all-padding batches.
+    per_process = -(-len(source) // jax.process_count())
+    count, last = 0, None
     for batch in loader:
-        yield pad_batch(batch, local)
+        last = pad_batch(batch, local)
+        count += 1
+        yield last
+    if last is None:
+        raise ValueError(f"split of {len(source)} records has none for process {jax.process_index()}")
+    for _ in range(-(-per_process // local) - count):
+        yield {**{k: np.zeros_like(v) for k, v in last.items()}}
 
 
 def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
