@@ -45,8 +45,33 @@ _BUILTIN: dict[str, DatasetSpec] = {
     ),
 }
 
-# Catalogue datasets stored as uint8 images: map them to [-1, 1] by default.
+# Catalogue datasets stored as uint8 images: map them to [-1, 1] unless their statistics are known.
 _UINT8_STATS = {"normalize": {"mean": 127.5, "std": 127.5}}
+
+_IMAGENET_STATS = {"normalize": {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}}
+_HOLD_OUT_10 = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
+
+# Per-channel pixel statistics of the training splits (the usual published values, in 0-255 units) and the
+# role of each split. Datasets without a labelled test split are tested on their validation split, and
+# their validation split for model selection is carved out of training data.
+_CATALOGUE: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("mnist", _HOLD_OUT_10, {"normalize": {"mean": 33.32, "std": 78.57}}),
+    "fashion_mnist": DatasetSpec("fashion_mnist", _HOLD_OUT_10, {"normalize": {"mean": 72.94, "std": 90.02}}),
+    "cifar10": DatasetSpec(
+        "cifar10", _HOLD_OUT_10, {"normalize": {"mean": (125.31, 122.95, 113.87), "std": (62.99, 62.09, 66.70)}}
+    ),
+    "cifar100": DatasetSpec(
+        "cifar100", _HOLD_OUT_10, {"normalize": {"mean": (129.30, 124.07, 112.43), "std": (68.17, 65.39, 70.42)}}
+    ),
+    "imagenette": DatasetSpec(
+        "imagenette", {"train": "train[:95%]", "validation": "train[95%:]", "test": "validation"}, _IMAGENET_STATS
+    ),
+    # Manual download: TFDS prepares it from the ILSVRC2012 tar files placed in its manual_dir. 10,009
+    # training images (0.78 %) are held out for model selection; the official validation set is the test.
+    "imagenet2012": DatasetSpec(
+        "imagenet2012", {"train": "train[10009:]", "validation": "train[:10009]", "test": "validation"}, _IMAGENET_STATS
+    ),
+}
 
 
 def builtin_names() -> list[str]:
@@ -62,6 +87,8 @@ def get(name: str) -> DatasetSpec:
     """
     if name in _BUILTIN:
         return _BUILTIN[name]
+    if name in _CATALOGUE:
+        return _CATALOGUE[name]
     import tensorflow_datasets as tfds
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -37,3 +38,15 @@ def test_training_on_mock_mnist(tmp_path):
     assert summary["step"] == 4
     assert sum(map(sum, summary["test_confusion_matrix"])) == 64  # every mock test example once
     assert json.loads((tmp_path / "mnist" / "config.json").read_text())["data"]["name"] == "mnist"
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "cifar100", "imagenette", "imagenet2012"])
+def test_known_catalogue_datasets_read_every_split(name):
+    """Each catalogue dataset with known statistics reads its train / validation / test roles on mock data."""
+    spec = data.get(name)
+    channels = len(np.atleast_1d(spec.op_defaults["normalize"]["mean"]))
+    with tfds.testing.mock_data(num_examples=6):
+        for role in ("train", "validation", "test"):
+            src = data.source(spec, spec.splits[role])
+            image = src[0]["image"]
+            assert image.ndim == 3 and image.shape[-1] == channels, (role, image.shape)
