@@ -62,3 +62,13 @@ def test_persistent_compilation_cache(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert any(p.name.endswith("-cache") for p in cache.iterdir())
     assert "compile_time_s" in (tmp_path / "b" / "summary.json").read_text()
+
+
+def test_summary_mode(tmp_path):
+    """--mode=summary prints the layer table of the experiment's model and trains nothing."""
+    wd = tmp_path / "sum"
+    proc = subprocess.run(launch_cmd("--mode=summary", f"--workdir={wd}"), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The default digits CNN: 99,370 parameters, counted by hand in tests/models/test_models.py.
+    assert "99,370 parameters" in proc.stdout
+    assert (wd / "summary_table.md").is_file() and not (wd / "checkpoints").exists()

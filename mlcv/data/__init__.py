@@ -87,8 +87,9 @@ def get(name: str) -> DatasetSpec:
     """
     if name in _BUILTIN:
         return _BUILTIN[name]
-    if name in _CATALOGUE:
-        return _CATALOGUE[name]
+    base = name.split(":")[0].split("/")[0]  # "mnist:3.0.1" is mnist at a pinned version
+    if base in _CATALOGUE:
+        return dataclasses.replace(_CATALOGUE[base], name=name)
     import tensorflow_datasets as tfds
 
     try:

@@ -2,7 +2,9 @@
 
 Every model is a Flax Linen module whose ``__call__(x, *, train=False)``
 returns logits for classifiers; variants are partial applications of one
-module, registered under their own names.
+module, registered under their own names. Names starting with an underscore
+(``_resnet_tiny``) are hidden test variants: ``get`` builds them, ``names``
+leaves them out.
 """
 
 from __future__ import annotations
@@ -13,18 +15,40 @@ from typing import Any
 import flax.linen as nn
 
 from mlcv.config import ConfigError
-from mlcv.models import cnn, linear, mlp
+from mlcv.models import alexnet, cnn, inception, linear, mlp, mobilenet, resnet, vgg
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "linear": linear.Linear,
     "mlp": mlp.MLP,
     "cnn": cnn.SmallCNN,
+    "alexnet": alexnet.AlexNet,
+    "zfnet": alexnet.ZFNet,
+    "vgg11": vgg.VGG11,
+    "vgg13": vgg.VGG13,
+    "vgg16": vgg.VGG16,
+    "vgg19": vgg.VGG19,
+    "googlenet": inception.GoogLeNet,
+    "resnet18": resnet.ResNet18,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+    "resnet101": resnet.ResNet101,
+    "resnet152": resnet.ResNet152,
+    "resnet20": resnet.ResNet20,
+    "resnet32": resnet.ResNet32,
+    "resnet44": resnet.ResNet44,
+    "resnet56": resnet.ResNet56,
+    "resnet110": resnet.ResNet110,
+    "resnext50_32x4d": resnet.ResNeXt50_32x4d,
+    "se_resnet50": resnet.SEResNet50,
+    "dilated_resnet50": resnet.DilatedResNet50,
+    "mobilenet_v1": mobilenet.MobileNetV1,
+    "_resnet_tiny": resnet.ResNetTiny,
 }
 
 
 def names() -> list[str]:
-    """The registered model names."""
-    return sorted(_MODELS)
+    """The registered model names, without the hidden (underscore) test variants."""
+    return sorted(name for name in _MODELS if not name.startswith("_"))
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:

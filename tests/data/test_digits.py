@@ -145,9 +145,14 @@ def test_unknown_dataset_raises_config_error():
 
 
 def test_catalogue_dataset_spec():
-    """A TFDS catalogue name (mnist) gives a non-built-in spec with a 90/10 train/validation split and [-1, 1] stats."""
+    """Catalogue names give non-built-in specs with a 90/10 train/validation split; known datasets carry the
+    published pixel statistics (MNIST 0.1307 / 0.3081 of 255), others map uint8 to [-1, 1]."""
     spec = data.get("mnist")
     assert not spec.builtin
     assert spec.splits == {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
-    assert spec.op_defaults == {"normalize": {"mean": 127.5, "std": 127.5}}
-    assert data.get("mnist:3.0.1").name == "mnist:3.0.1"
+    assert spec.op_defaults["normalize"]["mean"] == pytest.approx(0.1307 * 255, abs=0.01)
+    assert spec.op_defaults["normalize"]["std"] == pytest.approx(0.3081 * 255, abs=0.01)
+    pinned = data.get("mnist:3.0.1")
+    assert pinned.name == "mnist:3.0.1" and pinned.op_defaults == spec.op_defaults
+    other = data.get("kmnist")
+    assert other.splits == spec.splits and other.op_defaults == {"normalize": {"mean": 127.5, "std": 127.5}}
