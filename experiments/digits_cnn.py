@@ -48,6 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.batch_norm = True
 
     config.label_smoothing = 0.0
+    # bfloat16 computes the forward and backward passes in bf16; parameters and optimizer state stay float32.
+    config.dtype = "float32"
 
     # Parameter averaging evaluated beside the raw parameters (mlcv.averaging).
     config.averaging = ml_collections.ConfigDict()

@@ -173,3 +173,13 @@ def test_checkpoints_between_evaluations(tmp_path):
     assert _step_dirs(tmp_path / "ck" / "checkpoints") == [4, 8, 12]
     assert summary["best_step"] == 12
     assert int(read_state(tmp_path / "ck" / "checkpoints" / "8")["step"]) == 8
+
+
+def test_confusion_plot_of_many_classes_stays_small(tmp_path):
+    """A 1,000-class confusion matrix is drawn on a bounded canvas (it once needed gigabytes)."""
+    from PIL import Image
+
+    from mlcv.report import plot_confusion
+
+    plot_confusion(np.eye(1000), tmp_path / "c.png")
+    assert max(Image.open(tmp_path / "c.png").size) <= 1200

@@ -142,3 +142,10 @@ def adjust_saturation(img: np.ndarray, factor: float) -> np.ndarray:
         raise ValueError(f"saturation needs 1 or 3 channels; image is {img.shape}")
     x = as_float(img)
     return restore_dtype(factor * x + (1 - factor) * rgb_to_gray(x), img.dtype)
+
+
+def resize_short_image(img: np.ndarray, size: int) -> np.ndarray:
+    """Resizes so that the shorter side is ``size``, keeping the aspect ratio (ImageNet evaluation's resize)."""
+    h, w = img.shape[:2]
+    scale = size / min(h, w)
+    return resize_image(img, (max(1, round(h * scale)), max(1, round(w * scale))))

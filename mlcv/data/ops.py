@@ -24,6 +24,7 @@ from mlcv.data.image import (
     center_crop_image,
     cutout_image,
     resize_image,
+    resize_short_image,
     resized_crop_box,
     restore_dtype,
     rotate_image,
@@ -240,6 +241,12 @@ def rotate(max_degrees: float, p: float = 1.0) -> Op:
 def resize(size: int | tuple[int, int]) -> Op:
     """Resizes to ``size`` (int: square) bilinearly, keeping the dtype; see ``resize_image``."""
     return _map_image(resize_image, size)
+
+
+@register("resize_short")
+def resize_short(size: int) -> Op:
+    """Resizes the shorter side to ``size``, keeping the aspect ratio; see ``resize_short_image``."""
+    return _map_image(resize_short_image, size)
 
 
 @register("center_crop")

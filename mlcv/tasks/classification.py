@@ -45,6 +45,10 @@ class ClassificationTask:
         self.averaging = config.get("averaging") or ml_collections.ConfigDict({"kind": "none"})
         averaging.check(self.averaging)
         self.newton = config.optim.name == "newton"
+        dtype = config.get("dtype", "float32")
+        if dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"config.dtype must be 'float32' or 'bfloat16', not {dtype!r}")
+        self.dtype = jnp.dtype(dtype)
         # Steps that end a learning-rate cycle (for cycle averaging); set by the loop.
         self.cycle_ends: tuple[int, ...] = ()
 
@@ -78,12 +82,14 @@ class ClassificationTask:
 
         def loss_of(params):
             logits, updates = state.apply_fn(
-                {"params": params, "batch_stats": state.batch_stats},
-                batch["image"],
+                self._compute_variables(params, state.batch_stats),
+                batch["image"].astype(self.dtype),
                 train=True,
                 rngs={"dropout": dropout_rng},
                 mutable=["batch_stats"],
             )
+            logits = logits.astype(jnp.float32)
+            updates = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
             return self.batch_loss(state, logits, batch).mean(), (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
@@ -98,6 +104,17 @@ class ClassificationTask:
         acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return state, {"loss": loss, "accuracy": acc}
 
+    def _compute_variables(self, params: Any, batch_stats: Any) -> dict[str, Any]:
+        """The variables a forward pass computes with: float32 masters cast to ``config.dtype``.
+
+        Casting at use keeps parameters, batch statistics and optimizer state in float32 while the
+        convolutions and matrix products run in bfloat16; gradients flow back through the cast in float32.
+        """
+        variables = {"params": params, "batch_stats": batch_stats}
+        if self.dtype == jnp.float32:
+            return variables
+        return jax.tree.map(lambda v: v.astype(self.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, variables)
+
     def batch_loss(self, state: TrainState, logits: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
         """The per-example training loss (subclasses add terms, e.g. distillation)."""
         del state  # the plain task needs nothing else
@@ -105,7 +122,8 @@ class ClassificationTask:
 
     def eval_step(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Sums over the real (unmasked) examples of one batch."""
-        logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+        variables = self._compute_variables(state.params, state.batch_stats)
+        logits = state.apply_fn(variables, batch["image"].astype(self.dtype), train=False).astype(jnp.float32)
         mask = batch["mask"]
         return {
             "loss_sum": jnp.sum(self.loss_fn(logits, batch["label"]) * mask),

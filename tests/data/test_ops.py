@@ -38,6 +38,7 @@ def test_registered_names():
         "random_resized_crop",
         "random_scale",
         "resize",
+        "resize_short",
         "rotate",
         "scale",
     ]
@@ -285,6 +286,7 @@ OP_CASES = {
     "random_resized_crop": ("random_resized_crop(5)", (5, 5)),
     "random_scale": ("random_scale(0.5, 1.5)", (8, 8)),
     "resize": ("resize((5, 11))", (5, 11)),
+    "resize_short": ("resize_short(4)", (4, 4)),
     "rotate": ("rotate(30)", (8, 8)),
     "scale": ("scale(1/255)", (8, 8)),
 }
@@ -652,3 +654,11 @@ def test_color_jitter_uint8_keeps_dtype_and_range():
     for seed in range(10):
         out = ops.parse("color_jitter(0.9, 0.9, 0.9, clip=(0.1, 0.9))")({"image": f}, _rng(seed))["image"]
         assert out.min() >= 0.1 and out.max() <= 0.9
+
+
+def test_resize_short_keeps_aspect_ratio():
+    """A 40x20 image with resize_short(10) becomes 20x10; a 20x40 one 10x20 (the shorter side is 10)."""
+    tall, wide = np.zeros((40, 20, 3), np.uint8), np.zeros((20, 40, 3), np.uint8)
+    assert image.resize_short_image(tall, 10).shape == (20, 10, 3)
+    assert image.resize_short_image(wide, 10).shape == (10, 20, 3)
+    np.testing.assert_allclose(image.resize_short_image(np.full((6, 3, 1), 7.0), 2), np.full((4, 2, 1), 7.0))
