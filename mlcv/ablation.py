@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from mlcv import ensemble, sweep, train
+from mlcv import ensemble, sweep, train, workdirs
 from mlcv.config import ConfigError
 from mlcv.report import plots, tables
 
@@ -105,7 +105,7 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
             out = run_dir(workdir, r.id, seed)
             run_config = sweep.apply(config, {**overrides, "seed": seed})
             # A finished run counts only if it ran this very config (the base may have changed since).
-            train.check_workdir_config(out, run_config)
+            workdirs.check_config(out, run_config)
             runs.append((f"{r.id} seed {seed}", run_config, out))
     for name, run_config, out in runs:
         if sweep.status(out) != "complete":

@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlcv import train
+from mlcv import train, workdirs
 from mlcv.config import ConfigError
 from mlcv.report import tables
 
@@ -273,7 +273,7 @@ def run(
     configs = [apply(config, t) for t in all_trials]
     mine = shard_of(range(len(all_trials)), shard)
     for i in mine:
-        train.check_workdir_config(workdir / names[i], configs[i])
+        workdirs.check_config(workdir / names[i], configs[i])
     log_keys = [k for k, s in sweep["params"].items() if sweep["type"] == "random" and s[0] == "log_uniform"]
     meta = {
         "trials": [{"name": n, "overrides": t} for n, t in zip(names, all_trials, strict=True)],

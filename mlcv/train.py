@@ -9,7 +9,6 @@ newest complete checkpoint and reaches the same final numbers.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -22,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlcv import checkpoint, data, ensemble, models, optim, report, sharding, tasks
+from mlcv import checkpoint, data, ensemble, models, optim, report, sharding, tasks, workdirs
 from mlcv import config as config_lib
 from mlcv.config import ConfigError
 from mlcv.data import ops as ops_lib
@@ -86,38 +85,6 @@ class _Setup:
             raise ConfigError(f"config.early_stopping.mode must be 'max' or 'min', not {es.mode!r}")
 
 
-def check_workdir_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
-    """Refuses a workdir that holds a run of another config, naming the keys that differ.
-
-    Resuming must never mix two experiments in one directory (say, after the
-    experiment file changed).
-    """
-    path = Path(workdir) / "config.json"
-    if not path.exists():
-        return
-    old, new = _flat(json.loads(path.read_text())), _flat(json.loads(config.to_json_best_effort()))
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if diff:
-        raise ConfigError(
-            f"workdir {workdir} holds a run of a different config (keys {', '.join(diff)}); "
-            "use another --workdir or remove it"
-        )
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    # Write-then-rename, so a kill never leaves a half-written file behind.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Trains and evaluates the experiment ``config`` in ``workdir``.
 
@@ -132,7 +99,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     t_start = time.time()
     setup = _Setup(config)
     workdir = Path(workdir)
-    check_workdir_config(workdir, config)
+    workdirs.check_config(workdir, config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -397,5 +364,5 @@ class _Trainer:
                 report.plot_confusion(
                     test_extras["confusion_matrix"], self.workdir / "plots" / "confusion_test.png", "test"
                 )
-            _write_json(self.workdir / "summary.json", summary)
+            workdirs.write_json(self.workdir / "summary.json", summary)
         return summary
