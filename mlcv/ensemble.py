@@ -68,8 +68,7 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     state = checkpoint.read_state(ckpt_dir / str(step))
     spec = data.get(config.data.name)
     src = data.source(spec, config.data.train_split or spec.splits["train"], data_dir=config.data.get("data_dir"))
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if k != "name"}
-    model = models.get(config.model.name, num_classes=data.num_classes(src), **kwargs)
+    model = models.from_config(config.model, data.num_classes(src))
     variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
     return Run(workdir=workdir, step=int(step), config=config, model=model, variables=variables)
 

@@ -363,8 +363,7 @@ def run(config: Any, workdir: str, *, input_shape: Sequence[int] | None = None, 
     spec = data.get(dc.name)
     split = dc.get("train_split") or spec.splits["train"]
     src = data.source(spec, split, data_dir=dc.get("data_dir"), download=bool(dc.get("download", True)))
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    model = models.get(config.model.name, num_classes=data.num_classes(src), **kwargs)
+    model = models.from_config(config.model, data.num_classes(src))
     if input_shape is None:
         batch = pipeline.example_batch(
             src, size=1, pp=dc.pp_eval, op_defaults=spec.op_defaults, keys=("image", "label")

@@ -53,8 +53,7 @@ class _Setup:
             except ValueError as e:
                 raise ConfigError(f"config.data.{pp_key}: {e}") from None
         self.num_classes = data.num_classes(self.sources["train"])
-        model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
-        self.model = models.get(config.model.name, num_classes=self.num_classes, **model_kwargs)
+        self.model = models.from_config(config.model, self.num_classes)
         self.task = tasks.get(config.task)(config, self.model, self.num_classes)
         for key in ("batch_size", "eval_batch_size"):
             try:
