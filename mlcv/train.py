@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlcv import checkpoint, data, ensemble, models, optim, report, sharding, tasks, workdirs
+from mlcv import checkpoint, classic, data, ensemble, models, optim, report, sharding, tasks, workdirs
 from mlcv import config as config_lib
 from mlcv.config import ConfigError
 from mlcv.data import ops as ops_lib
@@ -95,6 +95,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
       NonFiniteError: the loss became NaN or infinite; the newest checkpoint
         on disk is the last good one.
     """
+    if classic.is_fitted(config.task):
+        from mlcv.classic import runner
+
+        return runner.run(config, workdir)
     t_start = time.time()
     setup = _Setup(config)
     workdir = Path(workdir)

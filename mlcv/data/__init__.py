@@ -9,6 +9,7 @@ grain pipelines of :mod:`mlcv.data.pipeline` index into.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any
 
 from mlcv.config import ConfigError
@@ -33,6 +34,8 @@ class DatasetSpec:
     builtin: bool = False
 
 
+# Built-in uint8 images without published statistics: map them to [-1, 1].
+_UINT8_STATS_BUILTIN = {"normalize": {"mean": 127.5, "std": 127.5}}
 # Pixel statistics of the digits train split (values 0..16).
 _DIGITS_STATS = {"normalize": {"mean": 4.88, "std": 6.02}}
 
@@ -41,6 +44,13 @@ _BUILTIN: dict[str, DatasetSpec] = {
         name="digits",
         splits={"train": "train[:1257]", "validation": "train[1257:]", "test": "test"},
         op_defaults=_DIGITS_STATS,
+        builtin=True,
+    ),
+    # scikit-image's lfw_subset: 100 faces and 100 non-faces, 25x25 grey; label 1 is a face.
+    "faces": DatasetSpec(
+        name="faces",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        op_defaults=_UINT8_STATS_BUILTIN,
         builtin=True,
     ),
 }
@@ -127,12 +137,29 @@ def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, downlo
 
 def _builder(name: str, data_dir: str | None):
     # Imported here so that listing names never pays for TFDS builders.
-    from mlcv.data.digits import Digits
+    module, cls = _BUILDERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(data_dir=data_dir, file_format="array_record")
 
-    builders = {"digits": Digits}
-    return builders[name](data_dir=data_dir, file_format="array_record")
+
+# Imported on use so that listing names never pays for TFDS builders.
+_BUILDERS = {"digits": "mlcv.data.digits:Digits", "faces": "mlcv.data.faces:Faces"}
 
 
 def num_classes(src, label_key: str = "label") -> int:
     """Number of classes of a TFDS data source's ClassLabel feature."""
     return int(src.dataset_info.features[label_key].num_classes)
+
+
+def load_arrays(name: str, role: str, *, data_dir: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """Every record of one split as stacked numpy arrays, by feature name (``image``, ``label``, ...).
+
+    For methods that see a whole split at once (kNN, k-means, AdaBoost); ``role``
+    is ``train``, ``validation`` or ``test`` and picks the dataset's split for that
+    role unless ``split`` names one.
+    """
+    import numpy as np
+
+    spec = get(name)
+    src = source(spec, split or spec.splits[role], data_dir=data_dir)
+    records = src.__getitems__(list(range(len(src))))
+    return {key: np.stack([np.asarray(r[key]) for r in records]) for key in records[0]} if records else {}
