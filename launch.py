@@ -20,7 +20,11 @@ from ml_collections import config_flags
 # Absolute, so that a bare `python path/to/launch.py` works from any directory.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "digits_cnn.py")
 
-from mlcv import cli  # noqa: E402 - light: absl and ml_collections only
+try:
+    from mlcv import cli  # noqa: E402 - light: absl and ml_collections only
+except ValueError as e:  # a bad MLCV_CPU_CONVOLUTIONS, read on import
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 # ml_collections reads the overrides in sys.argv while defining the flag, so a
 # mistyped key fails here, before absl parses anything.

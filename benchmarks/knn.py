@@ -10,11 +10,10 @@ first call compiles; that compile time is its own column). ``agree`` is the
 share of identical predictions; the rest are queries where training points
 of different labels tie at the k-th distance (see mlcv/classic/knn.py).
 
-Measured on the 2-core CPU while other jobs loaded it (load average about 5;
-scikit-learn's OpenMP threads suffer most from that, so its times moved 4x
-between runs): mlcv 36 / 10 / 103 ms for p = 1 / 2 / 3, scikit-learn 248 /
-272 / 1,200 ms, mlcv at 0.15x / 0.04x / 0.09x its time; an earlier run gave
-0.22x / 0.07x / 0.08x. 15 s for the whole script.
+On the quiet 2-core CPU: mlcv 15.6 / 4.8 / 39.9 ms for p = 1 / 2 / 3, scikit-learn
+23.9 / 5.0 / 301.6 ms (0.65x / 0.95x / 0.13x its time), 4 s for the whole script.
+With other jobs loading the machine scikit-learn's OpenMP threads suffer most: mlcv
+then took 0.04x-0.22x its time.
 """
 
 from __future__ import annotations

@@ -2,16 +2,22 @@
 
 Run (PyTorch is a peer here, not a dependency of mlcv: install it into the venv first):
   .venv/bin/pip install torch==2.13.0
-  .venv/bin/python benchmarks/train_step.py [--steps 5] [--batch 128]
+  .venv/bin/python benchmarks/train_step.py [--steps 5] [--batch 128] [--profile]
 
 Measures a full training step (forward, backward, SGD-momentum update) of ResNet-18 with the CIFAR stem
 (3x3 conv, no max-pool) at 32x32, batch 128, float32, for:
-  - mlcv with XLA's default CPU convolution path (YNNPACK),
-  - mlcv with XLA's Eigen convolutions (--xla_cpu_experimental_ynn_fusion_type=-individual_convolution),
+  - mlcv as its training loop runs it by default (mlcv.train.compile_train_step): XLA's Eigen
+    convolutions (mlcv sets --xla_cpu_experimental_ynn_fusion_type=-individual_convolution on import)
+    and the forward and backward passes compiled as two executables (config.split_train_step='auto'),
+  - the same as one executable,
+  - XLA's own default CPU convolution path, YNNPACK (MLCV_CPU_CONVOLUTIONS=xla), one executable,
+  - that with XLA's oneDNN rewrites on top (--xla_cpu_use_onednn=true),
   - PyTorch 2.13 (CPU, channels_last), the same architecture written out below.
 Each JAX variant runs in its own process (XLA flags are read at start-up); every row is measured in this
 one invocation, one after the other, so the ratios to PyTorch hold on a shared, noisy machine. FLOPs per
-step come from XLA's cost analysis of mlcv's compiled step and are used for every row.
+step come from XLA's cost analysis of mlcv's one-executable step and are used for every row. ``--profile``
+adds the time each kind of XLA operation takes in one step (from a JAX profiler trace of the YNNPACK
+path, whose convolutions a trace can attribute), which is where the layout transposes show up.
 """
 
 from __future__ import annotations
@@ -25,16 +31,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
-def _jax_worker(steps: int, batch: int, size: int) -> dict:
+def _jax_worker(steps: int, batch: int, size: int, split: bool, profile: bool = False) -> dict:
     sys.path.insert(0, str(ROOT))
     import jax
     import numpy as np
 
     from experiments import digits_cnn
-    from mlcv import models, optim
+    from mlcv import models, optim, sharding, train
     from mlcv.tasks.classification import ClassificationTask
 
     config = digits_cnn.get_config()
@@ -42,16 +47,21 @@ def _jax_worker(steps: int, batch: int, size: int) -> dict:
     task = ClassificationTask(config, model, 10)
     tx = optim.make(ml_sgd(), total_steps=1000)
     rng = np.random.default_rng(0)
+    mesh = sharding.data_mesh()
     data = {
         "image": rng.standard_normal((batch, size, size, 3)).astype(np.float32),
         "label": rng.integers(0, 10, batch).astype(np.int32),
     }
-    state = task.init(jax.random.PRNGKey(0), data, tx)
+    state = sharding.put_replicated(task.init(jax.random.PRNGKey(0), data, tx), mesh)
+    data = sharding.put_batch(data, mesh)
     t0 = time.perf_counter()
-    step = jax.jit(task.train_step, donate_argnums=0).lower(state, data).compile()
+    # The training loop's own compiled step (mlcv.train.compile_train_step).
+    step = train.compile_train_step(task, state, data, mesh, split=split)
     compile_s = time.perf_counter() - t0
-    cost = step.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
+    flops = float("nan")
+    if not split:
+        cost = step.cost_analysis()
+        flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
     for _ in range(2):  # warm-up
         state, m = step(state, data)
     jax.block_until_ready(m)
@@ -59,7 +69,37 @@ def _jax_worker(steps: int, batch: int, size: int) -> dict:
     for _ in range(steps):
         state, m = step(state, data)
     jax.block_until_ready(m)
-    return {"step_s": (time.perf_counter() - t0) / steps, "compile_s": compile_s, "flops": flops}
+    out = {"step_s": (time.perf_counter() - t0) / steps, "compile_s": compile_s, "flops": flops}
+    if profile:
+        out["profile"] = _op_shares(lambda: jax.block_until_ready(step(state, data)[1]))
+    return out
+
+
+def _op_shares(run_step) -> dict[str, float]:
+    """Milliseconds per step by kind of XLA operation (fusion names without their numeric suffix)."""
+    import collections
+    import gzip
+    import re
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            run_step()
+        trace = json.load(gzip.open(next(Path(d).rglob("*perfetto_trace.json.gz"))))
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    totals: collections.Counter = collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        # Thunk-executor and Python frames enclose the operations; count the operations only.
+        if e.get("ph") == "X" and not name.startswith(("$", "end:")) and "::" not in name and "(" not in name:
+            totals[re.sub(r"\.\d+$", "", name)] += e.get("dur", 0) / 1e3
+    return dict(totals.most_common(8))
+
+
+_XLA = {"MLCV_CPU_CONVOLUTIONS": "xla"}
+_ONEDNN = "--xla_cpu_use_onednn=true"
 
 
 def ml_sgd():
@@ -113,8 +153,9 @@ def _torch_worker(steps: int, batch: int, size: int) -> dict:
     return {"step_s": (time.perf_counter() - t0) / steps, "compile_s": 0.0, "threads": torch.get_num_threads()}
 
 
-def _run_worker(kind: str, xla_flags: str, args) -> dict:
-    env = dict(os.environ, XLA_FLAGS=xla_flags)
+def _run_worker(kind: str, env_changes: dict[str, str], args, split: bool = False, profile: bool = False) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MLCV_CPU_CONVOLUTIONS")}
+    env.update(env_changes)
     cmd = [
         sys.executable,
         __file__,
@@ -126,6 +167,8 @@ def _run_worker(kind: str, xla_flags: str, args) -> dict:
         str(args.batch),
         "--size",
         str(args.size),
+        *(["--profile"] if profile else []),
+        *(["--split"] if split else []),
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,19 +179,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="time each kind of XLA op in mlcv's step")
+    parser.add_argument("--split", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("jax", "torch"))
     args = parser.parse_args()
-    if args.worker:
-        fn = _jax_worker if args.worker == "jax" else _torch_worker
-        print(json.dumps(fn(args.steps, args.batch, args.size)))
+    if args.worker == "jax":
+        print(json.dumps(_jax_worker(args.steps, args.batch, args.size, args.split, args.profile)))
+        return
+    if args.worker == "torch":
+        print(json.dumps(_torch_worker(args.steps, args.batch, args.size)))
         return
     t0 = time.time()
     rows = [
-        ("mlcv JAX, XLA default (YNNPACK convs)", _run_worker("jax", "", args)),
-        ("mlcv JAX, XLA Eigen convs (" + YNN_OFF.split("=")[0][2:] + ")", _run_worker("jax", YNN_OFF, args)),
-        ("PyTorch 2.13, channels_last", _run_worker("torch", "", args)),
+        ("mlcv default: Eigen convolutions, forward and backward jitted apart", _run_worker("jax", {}, args, True)),
+        ("Eigen convolutions, one jitted step (`split_train_step='never'`)", _run_worker("jax", {}, args)),
+        ("XLA's default YNNPACK convolutions (`MLCV_CPU_CONVOLUTIONS=xla`), one step", _run_worker("jax", _XLA, args)),
+        ("the same + `--xla_cpu_use_onednn=true`", _run_worker("jax", {**_XLA, "XLA_FLAGS": _ONEDNN}, args)),
+        ("PyTorch 2.13, channels_last", _run_worker("torch", {}, args)),
     ]
-    flops = rows[0][1]["flops"]
+    flops = rows[1][1]["flops"]
     torch_s = rows[-1][1]["step_s"]
     print(
         f"ResNet-18 (CIFAR stem), {args.size}x{args.size}, batch {args.batch}, float32, full train step; "
@@ -163,6 +212,23 @@ def main() -> None:
             f"| {name} | {s:.2f} | {args.batch / s:.0f} | {flops / s / 1e9:.0f} | {r['compile_s']:.1f} | "
             f"{s / torch_s:.2f}x |"
         )
+    if args.profile:
+        # A run of its own, as XLA's per-operation trace annotations slow the step a little. On the YNNPACK
+        # path: Eigen's convolutions run asynchronously on its thread pool, so a trace cannot attribute their
+        # time, while YNNPACK's run inside their thunks. The transposes and other fusions are the same HLO.
+        env = {**_XLA, "XLA_FLAGS": "--xla_cpu_enable_xprof_traceme=true"}
+        traced = _run_worker("jax", env, args, profile=True)
+        shares = traced["profile"]
+        print()
+        print(
+            f"Where a step goes on the YNNPACK path (one traced step; {traced['step_s'] * 1e3:.0f} ms a step in that "
+            f"run; `ynn_fusion` holds the convolutions):"
+        )
+        print()
+        print("| XLA operation kind | ms |")
+        print("|---|---:|")
+        for name, ms in shares.items():
+            print(f"| {name} | {ms:.0f} |")
     print()
     print(f"benchmark wall time: {time.time() - t0:.0f} s")
 

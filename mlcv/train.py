@@ -36,6 +36,42 @@ def _split(config: ml_collections.ConfigDict, spec: data.DatasetSpec, role: str)
     return config.data.get(f"{role}_split") or spec.splits[role]
 
 
+def _split_step(config: ml_collections.ConfigDict, task: Any) -> bool:
+    """Whether the train step runs as two executables, forward then backward (``config.split_train_step``)."""
+    choice = config.get("split_train_step", "auto")
+    if choice not in ("auto", "always", "never"):
+        raise ConfigError(f"config.split_train_step must be 'auto', 'always' or 'never', not {choice!r}")
+    can = getattr(task, "can_split_step", False)
+    if choice == "always" and not can:
+        raise ConfigError("config.split_train_step='always': this task's step cannot be split (Newton's method)")
+    # Only XLA's CPU backend is known to gain; elsewhere one executable keeps every fusion.
+    return can and (choice == "always" or (choice == "auto" and jax.default_backend() == "cpu"))
+
+
+def compile_train_step(task: Any, state: Any, batch: dict[str, jax.Array], mesh: Any, *, split: bool):
+    """The task's train step compiled ahead of time for ``state`` and ``batch``: ``step(state, batch)``.
+
+    The state is donated. With ``split`` it runs as two executables, the task's ``forward`` then its
+    ``backward`` (see ClassificationTask.forward for why XLA's CPU backend gains from that); the
+    numbers are the same either way.
+    """
+    repl, data_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    if not split:
+        return (
+            jax.jit(task.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
+            .lower(state, batch)
+            .compile()
+        )
+    fwd = jax.jit(task.forward, in_shardings=(repl, data_sh)).lower(state, batch).compile()
+    # out_info: the forward's outputs (the VJP and its saved activations) with the shardings it gives them.
+    bwd = (
+        jax.jit(task.backward, out_shardings=(repl, repl), donate_argnums=0)
+        .lower(state, batch, *fwd.out_info)
+        .compile()
+    )
+    return lambda state, batch: bwd(state, batch, *fwd(state, batch))
+
+
 class _Setup:
     """Everything built from the config before any file is written."""
 
@@ -55,6 +91,7 @@ class _Setup:
         self.num_classes = data.num_classes(self.sources["train"])
         self.model = models.from_config(config.model, self.num_classes)
         self.task = tasks.get(config.task)(config, self.model, self.num_classes)
+        self.split_step = _split_step(config, self.task)
         for key in ("batch_size", "eval_batch_size"):
             try:
                 pipeline.per_process_batch(dc[key])
@@ -171,11 +208,8 @@ class _Trainer:
         t0 = time.time()
         repl, data_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
         task, dc = self.setup.task, self.config.data
-        self.train_step = (
-            jax.jit(task.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
-            .lower(self.state, sharding.put_batch(example, self.mesh))
-            .compile()
-        )
+        batch = sharding.put_batch(example, self.mesh)
+        self.train_step = compile_train_step(task, self.state, batch, self.mesh, split=self.setup.split_step)
         eval_example = pipeline.pad_batch(
             self._example("validation", dc.eval_batch_size, dc.pp_eval), dc.eval_batch_size // jax.process_count()
         )

@@ -76,8 +76,8 @@ class ClassificationTask:
             avg=averaging.init(self.averaging, params, variables.get("batch_stats", {})),
         )
 
-    def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One gradient step; returns the new state and the batch's loss and accuracy."""
+    def _loss_of(self, state: TrainState, batch: dict[str, jax.Array]):
+        """The training loss as a function of the parameters, with (logits, new batch statistics) as aux."""
         dropout_rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_of(params):
@@ -92,9 +92,45 @@ class ClassificationTask:
             updates = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
             return self.batch_loss(state, logits, batch).mean(), (logits, updates)
 
+        return loss_of
+
+    def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One gradient step; returns the new state and the batch's loss and accuracy."""
+        loss_of = self._loss_of(state, batch)
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         # Newton's method needs the loss itself, to differentiate it twice.
         extra = {"value_fn": lambda p: loss_of(p)[0]} if self.newton else None
+        return self._update(state, batch, grads, extra, loss, logits, updates)
+
+    @property
+    def can_split_step(self) -> bool:
+        """Whether :meth:`forward` then :meth:`backward` may stand for :meth:`train_step`.
+
+        Not for Newton's method, which differentiates the loss twice, nor for a subclass that changes
+        :meth:`train_step` itself: the two halves would skip its change.
+        """
+        return not self.newton and type(self).train_step is ClassificationTask.train_step
+
+    def forward(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[Any, tuple[Any, ...]]:
+        """The first half of :meth:`train_step`: the loss's VJP (holding the saved activations) and its aux.
+
+        Jitted apart from :meth:`backward`, the saved activations reach the backward pass as materialised
+        inputs: XLA's CPU backend then cannot fold the forward elementwise work into the layout
+        transposes of the weight gradients, which it emits as slow untiled loops
+        (``benchmarks/transpose_fusion.py``).
+        """
+        loss, vjp, (logits, updates) = jax.vjp(self._loss_of(state, batch), state.params, has_aux=True)
+        return vjp, (loss, logits, updates)
+
+    def backward(
+        self, state: TrainState, batch: dict[str, jax.Array], vjp: Any, aux: tuple[Any, ...]
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The second half of :meth:`train_step`: gradients from ``vjp``, then the update."""
+        loss, logits, updates = aux
+        (grads,) = vjp(jnp.ones_like(loss))
+        return self._update(state, batch, grads, None, loss, logits, updates)
+
+    def _update(self, state, batch, grads, extra, loss, logits, updates) -> tuple[TrainState, dict[str, jax.Array]]:
         state = state.apply_gradients(grads, extra, batch_stats=updates.get("batch_stats", state.batch_stats))
         if state.avg is not None:
             cycle_end = jnp.isin(state.step, jnp.asarray(self.cycle_ends, jnp.int32)) if self.cycle_ends else False
