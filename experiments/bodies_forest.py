@@ -15,8 +15,9 @@ Reaches on the test images, mean ± std over seeds 0-2 (each seed draws its own 
   upper legs 85.6 / 86.1, lower legs 81.4 / 82.2 %;
   part centres (Gaussian mean shift, bandwidth 0.1 m, learnt push-back): 0.056 ± 0.003 m from the
   true 3-D part centres. Validation chose depth 20, 20, 16.
-  104-116 s wall time a run on a 2-core CPU shared with other jobs (forest fit 96-109 s of it);
-  runlocal: ~1 s after start-up.
+  58-63 s wall time a run on a 2-core CPU shared with other jobs (forest fit 50-57 s of it; seed 0
+  took 78 s, fit 72 s, with the split search before it was sped up, measured right after it on the
+  same machine, to the same numbers); runlocal: ~1 s after start-up.
 """
 
 from __future__ import annotations

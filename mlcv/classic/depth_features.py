@@ -33,12 +33,20 @@ def depth_feature(
     d = depth[img, row, col]  # (m, 1)
     offsets = np.broadcast_to(offsets, (len(pixels), *offsets.shape[-2:]))
 
+    # The stack flattened, with one more entry holding the background: a probe off its image reads that one.
+    flat_depth = np.append(depth.reshape(-1), np.float32(background))
+    first = img * (h * w)  # (m, 1) index of each pixel's image in the flattened stack
+
     def probe(dr: np.ndarray, dc: np.ndarray) -> np.ndarray:
         r = np.floor(row + dr / d + 0.5).astype(np.int64)
         c = np.floor(col + dc / d + 0.5).astype(np.int64)
-        inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-        value = depth[np.broadcast_to(img, r.shape), np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
-        return np.where(inside, value, np.float32(background))
+        # Seen as unsigned, a negative coordinate is huge: one comparison tests both ends.
+        inside = r.view(np.uint64) < h
+        inside &= c.view(np.uint64) < w
+        r *= w
+        r += c
+        r += first
+        return np.take(flat_depth, np.where(inside, r, len(flat_depth) - 1))
 
     return (probe(offsets[..., 0], offsets[..., 1]) - probe(offsets[..., 2], offsets[..., 3])).astype(np.float32)
 

@@ -4,7 +4,9 @@ Each tree is trained on a bootstrap sample (bagging). A level of a tree is grown
 of the level draws its own ``max_features`` candidate features from a :class:`FeatureSource`, the
 candidates are evaluated for all samples of the level in one call, and the best (feature, threshold)
 of every node is found by one vectorised search over all sorted thresholds (information gain with
-Shannon entropy in bits, as in Shotton et al. 2011, or Gini impurity). Every node keeps the class
+Shannon entropy in bits, as in Shotton et al. 2011, or Gini impurity). Each candidate's values over
+the whole level are ordered by one sort of packed (node, value, label) keys, and the class counts
+left of every threshold are running sums, one class at a time, that restart at each node. Every node keeps the class
 distribution of its training samples, so a forest can also predict as if it had been grown to a
 smaller depth (:meth:`RandomForest.predict_proba` with ``max_depth``); prediction averages the trees'
 distributions.
@@ -21,7 +23,9 @@ from typing import Protocol
 import numpy as np
 
 # Elements (samples x candidate features) of the sorted values and class counts held at once.
-_CHUNK_ELEMENTS = 4_000_000
+_CHUNK_ELEMENTS = 1_000_000
+# Bits of the packed sort key (node, value, label); a level whose key needs more sorts by argsort instead.
+_KEY_BITS = 64
 
 
 class FeatureSource(Protocol):
@@ -55,7 +59,8 @@ class MatrixFeatures:
 
     def evaluate(self, ids: np.ndarray, params: np.ndarray) -> np.ndarray:
         """The chosen columns of the chosen rows."""
-        return self.x[ids[:, None], params[..., 0]]
+        flat = ids[:, None] * self.x.shape[1] + params[..., 0]
+        return np.take(self.x.reshape(-1), flat)  # a flat gather is faster than a 2-index fancy one
 
 
 @dataclasses.dataclass
@@ -106,11 +111,40 @@ def _impurity_times_n(counts: np.ndarray, n: np.ndarray, criterion: str) -> np.n
         return np.where(n > 0, n - (counts**2).sum(-1) / np.maximum(n, 1), 0.0)
 
 
-def _sort_key(slot: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """uint64 keys ordering by node, then by value: the float32 bits mapped so that integer order is float order."""
-    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
-    flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
-    return (slot.astype(np.uint64) << np.uint64(32)) | (bits ^ flip).astype(np.uint64)
+def _value_code(values: np.ndarray) -> np.ndarray:
+    """uint32 codes of float32 values whose integer order is the float order (-0.0 is coded as 0.0)."""
+    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.uint32)
+    flip = bits >> np.uint32(31)
+    np.negative(flip, out=flip)  # all ones for a negative value (unsigned wrap-around), else zero
+    flip |= np.uint32(0x80000000)
+    bits ^= flip
+    return bits
+
+
+def _code_value(code: np.ndarray) -> np.ndarray:
+    """The float32 values of codes made by :func:`_value_code`."""
+    code = np.asarray(code, np.uint32)
+    return (code ^ np.where(code >> 31, np.uint32(0x80000000), np.uint32(0xFFFFFFFF))).view(np.float32)
+
+
+def _sorted_rows(values: np.ndarray, slot: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, ...]:
+    """Each row of ``values`` (kc, m) sorted by (slot, value): the value codes and the labels in that order.
+
+    Slot, value code and label are packed into one uint64 key where they fit, so that one plain sort orders
+    a row, with no argsort and no gathers; how equal values are ordered does not change any split's counts.
+    """
+    code = _value_code(values)
+    label_bits = max(1, int(num_classes - 1).bit_length())
+    if max(1, int(slot[-1]).bit_length()) + 32 + label_bits <= _KEY_BITS:
+        key = code.astype(np.uint64)
+        key <<= np.uint64(label_bits)
+        key |= (slot.astype(np.uint64) << np.uint64(32 + label_bits)) | y.astype(np.uint64)
+        key.sort(axis=1)
+        label = (key & np.uint64((1 << label_bits) - 1)).astype(np.int32)
+        key >>= np.uint64(label_bits)
+        return key.astype(np.uint32), label
+    order = np.argsort((slot.astype(np.uint64) << np.uint64(32)) | code, axis=1, kind="stable")
+    return np.take_along_axis(code, order, 1), y[order].astype(np.int32)
 
 
 def best_splits(
@@ -136,11 +170,12 @@ def best_splits(
       feature (L,): its candidate column; threshold (L,): its threshold.
     """
     m, k = values.shape
+    slot = np.asarray(slot, np.int64)
+    y = np.asarray(y, np.int64)
     starts = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1]])
     sizes = np.diff(np.r_[starts, m])
     num_nodes = len(starts)
-    totals = np.zeros((num_nodes, num_classes), np.int32)
-    np.add.at(totals, (slot, y), 1)
+    totals = np.bincount(slot * num_classes + y, minlength=num_nodes * num_classes).reshape(num_nodes, num_classes)
     # n * impurity = table[n] - sum_c table[count_c] (entropy, bits) or n - sum_c count_c^2 / n (Gini).
     counts = np.arange(m + 1, dtype=np.float64)
     table = (counts * np.log2(np.maximum(counts, 1)) if criterion == "entropy" else counts**2).astype(np.float32)
@@ -151,26 +186,35 @@ def best_splits(
     best_feature = np.zeros(num_nodes, np.int64)
     best_threshold = np.zeros(num_nodes)
     chunk = max(1, _CHUNK_ELEMENTS // m)
+    # Work buffers reused for every class and chunk: fresh temporaries this large cost page faults each time.
+    buf = {
+        name: np.empty(min(chunk, k) * m, dt)
+        for name, dt in [("n", np.intp), ("i", np.intp), ("f", np.float32), ("b", bool)]
+    }
     for c0 in range(0, k, chunk):  # chunks of candidate features, to bound memory
-        v = np.ascontiguousarray(values[:, c0 : c0 + chunk].T)  # (kc, m): one row per candidate
-        order = np.argsort(_sort_key(slot, v), axis=1, kind="stable")
-        vs = np.take_along_axis(v, order, 1)
-        ys = y[order]
-        sum_left = np.zeros(v.shape, np.float32)
-        sum_right = np.zeros(v.shape, np.float32)
-        for c in range(num_classes):  # class counts left of every sorted position, one class at a time
-            is_c = ys == c
-            cum = np.cumsum(is_c, axis=1, dtype=np.int32)
-            left = cum - np.repeat(cum[:, starts] - is_c[:, starts], sizes, axis=1)
-            sum_left += table[left]
-            sum_right += table[np.repeat(totals[:, c], sizes) - left]
+        code, ys = _sorted_rows(np.ascontiguousarray(values[:, c0 : c0 + chunk].T), slot, y, num_classes)
+        kc = len(code)
+        count, other, term, is_c = (b[: kc * m].reshape(kc, m) for b in buf.values())
+        sum_left = np.zeros((kc, m), np.float32)
+        sum_right = np.zeros((kc, m), np.float32)
+        for c in np.flatnonzero(totals.any(0)):  # class counts left of each sorted position, a class at a time
+            np.equal(ys, c, out=is_c)
+            np.copyto(count, is_c)
+            # Minus the previous node's count of c at each node's first sample: the running sum restarts per node.
+            count[:, starts[1:]] -= totals[:-1, c]
+            np.cumsum(count, axis=1, out=count)
+            np.take(table, count, out=term, mode="clip")  # indices are in range; "clip" skips the checks
+            sum_left += term
+            np.subtract(np.repeat(totals[:, c], sizes), count, out=other)
+            np.take(table, other, out=term, mode="clip")
+            sum_right += term
         if criterion == "entropy":
             score = table[n_left] - sum_left + table[n_right] - sum_right
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 score = n_left - sum_left / n_left + n_right - sum_right / np.maximum(n_right, 1)
-        nxt = np.concatenate([vs[:, 1:], vs[:, -1:]], 1)
-        score = np.where(valid_n & (vs < nxt), score, np.inf)
+        nxt = np.concatenate([code[:, 1:], code[:, -1:]], 1)
+        score = np.where(valid_n & (code != nxt), score, np.inf)
         node_min = np.minimum.reduceat(score, starts, axis=1)  # (kc, L)
         first = np.where(score == node_min[:, slot], np.arange(m), m)
         pos = np.minimum.reduceat(first, starts, axis=1)  # first position reaching each node's minimum
@@ -179,7 +223,8 @@ def best_splits(
         chunk_best = node_min[col, row].astype(np.float64)
         better = chunk_best < best
         p = np.minimum(pos[col, row], m - 1)
-        lo, hi = vs[col, p].astype(np.float64), nxt[col, p].astype(np.float64)
+        lo = _code_value(code[col, p]).astype(np.float64)
+        hi = _code_value(nxt[col, p]).astype(np.float64)
         mid = lo / 2 + hi / 2
         mid = np.where(mid >= hi, lo, mid)  # rounding must not send the upper value left
         best = np.where(better, chunk_best, best)
@@ -217,8 +262,8 @@ def grow_tree(
     level_start, level_size = 0, 1
     for level in range(params.max_depth + 1):
         slot = node - level_start
-        counts = np.zeros((level_size, num_classes), np.int64)
-        np.add.at(counts, (slot, lab), 1)
+        counts = np.bincount(slot * num_classes + lab, minlength=level_size * num_classes)
+        counts = counts.reshape(level_size, num_classes)
         n = counts.sum(1)
         with np.errstate(divide="ignore", invalid="ignore"):
             out["dist"].append(counts / np.maximum(n, 1)[:, None])

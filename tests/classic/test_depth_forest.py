@@ -54,6 +54,26 @@ def test_depth_feature_by_hand():
     assert cand.shape == (3, 7, 4) and np.abs(cand).max() <= 5.0
 
 
+def test_depth_feature_probes_stay_in_their_own_image():
+    # Three images of constant depth 1, 2, 3 m: a probe reads its pixel's image, or background off the image.
+    depth = np.stack([np.full((4, 5), d, np.float32) for d in (1.0, 2.0, 3.0)])
+    pixels = np.array([[1, 3, 4], [1, 0, 0], [2, 3, 0]])
+    offsets = np.array(
+        [
+            [0, 0, 0, 0],  # D(p) - D(p) = 0
+            [0, 2.2, 0, 0],  # one column right: off the right edge for the first pixel
+            [2.2, 0, -2.2, 0],  # one row down minus one row up
+        ],
+        np.float32,
+    )
+    want = [
+        [0.0, BG - 2.0, BG - 2.0],  # (image 1, row 3, column 4): column 5 and row 4 are off the image
+        [0.0, 0.0, 2.0 - BG],  # (image 1, row 0, column 0): the row above is off the image
+        [0.0, 0.0, BG - 3.0],  # (image 2, row 3, column 0) at 3 m: 2.2 / 3 rounds to 1
+    ]
+    np.testing.assert_allclose(depth_feature(depth, pixels, offsets, BG), want)
+
+
 def test_sample_pixels_stays_on_the_body():
     labels = np.zeros((3, 8, 8), np.uint8)
     labels[0, 2:5, 2:5] = 1  # 9 body pixels

@@ -100,3 +100,32 @@ def test_forest_accuracy_close_to_sklearn():
 def test_bad_criterion_is_refused():
     with pytest.raises(ValueError, match="criterion"):
         rf.RandomForest(rf.ForestParams(criterion="log_loss"), 2)
+
+
+@pytest.mark.parametrize("key_bits", [64, 0])  # 0: the argsort path taken when the packed key does not fit
+@pytest.mark.parametrize("criterion", ["entropy", "gini"])
+def test_tied_values_of_many_nodes_equal_sklearn_stumps(monkeypatch, key_bits, criterion):
+    monkeypatch.setattr(rf, "_KEY_BITS", key_bits)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 4, (600, 4)).astype(np.float32)  # 7 distinct values a column: many ties
+    y = (x[:, 0] + x[:, 1] + rng.normal(0, 1.5, 600) > 0).astype(int) + (x[:, 2] > 1)
+    slot = np.sort(rng.integers(0, 6, 600))
+    score, col, thr = rf.best_splits(x, slot, y, 3, criterion, min_samples_leaf=5)
+    for node in range(6):
+        xs, ys = x[slot == node], y[slot == node]
+        ref = DecisionTreeClassifier(max_depth=1, criterion=criterion, min_samples_leaf=5, random_state=0)
+        ref = ref.fit(xs, ys).tree_
+        n = ref.n_node_samples
+        assert score[node] == pytest.approx(n[1] * ref.impurity[1] + n[2] * ref.impurity[2], rel=1e-5)
+        # The chosen column is checked through the samples it sends left (sklearn visits columns in random order).
+        assert thr[node] == pytest.approx(np.float32(ref.threshold[0]), rel=1e-6)
+        assert (xs[:, col[node]] <= thr[node]).sum() == n[1]
+
+
+def test_minus_zero_equals_zero():
+    # Cutting between -0.0 and 0.0 would separate the classes perfectly, but they are the same value.
+    x = np.array([-0.0, -0.0, -0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], np.float32)[:, None]
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    ref = DecisionTreeClassifier(max_depth=1, criterion="entropy", random_state=0).fit(x, y).tree_
+    _, _, thr = rf.best_splits(x, np.zeros(10, int), y, 2, "entropy")
+    assert thr[0] == pytest.approx(ref.threshold[0]) == 0.5
