@@ -90,8 +90,19 @@ def face_split(role: str, window: int, *, data_dir: str | None = None) -> tuple[
     return resize(split["image"][..., 0] / 255.0, window), split["label"].astype(np.int64)
 
 
-def augment_faces(faces: np.ndarray, *, mirror: bool, jitter: int, rng: np.random.Generator) -> np.ndarray:
-    """Faces, their mirror images, and ``jitter`` random crops of each (up to 1/12 smaller, resized back)."""
+def augment_faces(
+    faces: np.ndarray, *, mirror: bool, jitter: int, rng: np.random.Generator, max_rotation: float = 0.0
+) -> np.ndarray:
+    """Faces, their mirror images, and ``jitter`` random variants of each.
+
+    A variant is a random crop (up to 1/12 smaller, resized back) and, when
+    ``max_rotation`` > 0, a rotation by a random angle in
+    ``[-max_rotation, max_rotation]`` degrees about the centre (edge pixels
+    repeated into the corners); each variant draws one crop and one angle for
+    the whole stack.
+    """
+    from scipy.ndimage import rotate
+
     out = [faces]
     if mirror:
         out.append(faces[:, :, ::-1])
@@ -100,7 +111,11 @@ def augment_faces(faces: np.ndarray, *, mirror: bool, jitter: int, rng: np.rando
     for _ in range(jitter):
         side = int(rng.integers(s - max(1, s // 12), s + 1))
         x0, y0 = rng.integers(0, s - side + 1, size=2)
-        out.append(resize(base[:, y0 : y0 + side, x0 : x0 + side], s))
+        variant = base
+        if max_rotation > 0:
+            angle = float(rng.uniform(-max_rotation, max_rotation))
+            variant = rotate(base, angle, axes=(2, 1), reshape=False, order=1, mode="nearest")
+        out.append(resize(variant[:, y0 : y0 + side, x0 : x0 + side], s))
     return np.concatenate(out)
 
 
@@ -128,3 +143,29 @@ def pyramid(name: str, image: np.ndarray, window: int, factor: float, max_side: 
         levels.append(Level(name, scale, img, integral_image(img, pad=True), integral_image(img**2, pad=True)))
         scale /= factor
     return levels
+
+
+def paste_faces(
+    scene: np.ndarray, faces: np.ndarray, sizes: tuple[int, ...], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A face-free scene with ``faces`` pasted on a grid, face ``i`` resized to ``sizes[i % len(sizes)]``.
+
+    Each face sits at a random place inside its own grid cell (cells are 1.5x
+    the largest size, so two faces never overlap); the scene is mirrored
+    outwards when it has too few cells. Returns ``(image, boxes (N, 4))`` with
+    the pasted faces' boxes ``(x0, y0, x1, y1)``: a detection test with known
+    faces for splits whose photographs have none.
+    """
+    cell = int(1.5 * max(sizes))
+    cols = max(1, scene.shape[1] // cell)
+    rows = -(-len(faces) // cols)
+    pad = max(0, rows * cell - scene.shape[0]), max(0, cols * cell - scene.shape[1])
+    image = np.pad(scene, ((0, pad[0]), (0, pad[1])), mode="symmetric").copy()
+    boxes = np.zeros((len(faces), 4))
+    for i, face in enumerate(faces):  # a few dozen pastes of different sizes
+        s = sizes[i % len(sizes)]
+        r, c = divmod(i, cols)
+        y0, x0 = r * cell + int(rng.integers(0, cell - s + 1)), c * cell + int(rng.integers(0, cell - s + 1))
+        image[y0 : y0 + s, x0 : x0 + s] = resize(face[None], s)[0]
+        boxes[i] = (x0, y0, x0 + s, y0 + s)
+    return image, boxes

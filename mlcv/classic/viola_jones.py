@@ -3,7 +3,9 @@
 ``fit`` trains the cascade on the ``faces`` training faces against negatives
 mined from the training scenes; ``evaluate(role)`` reports, on that split's
 held-out faces, non-faces and scenes, the recall, the false positive rate per
-window and the accuracy; the test evaluation also runs the detector on
+window and the accuracy, and the detection recall of that split's faces pasted
+into its first scene (``pasted_face_recall``: known boxes, which the face-free
+validation scenes cannot give); the test evaluation also runs the detector on
 ``skimage.data.astronaut()`` and scores its boxes against a hand-labelled face
 box (``config.detect.gt_box``).
 """
@@ -47,6 +49,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         _check(int(f[key]) == f[key] and f[key] >= 1, f"features.{key}", "must be an integer >= 1", f[key])
     _check(f.per_round >= 0, "features.per_round", "must be >= 0 (0 searches every feature)", f.per_round)
     _check(config.positives.jitter >= 0, "positives.jitter", "must be >= 0", config.positives.jitter)
+    rot = config.positives.max_rotation
+    _check(0 <= rot <= 45, "positives.max_rotation", "must be in [0, 45] degrees", rot)
     n = config.negatives
     for role in _ROLES:
         key = f"{role}_scenes"
@@ -58,6 +62,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         _check(not common, f"negatives.{b}_scenes", f"shares images {sorted(common)} with {a}", n[f"{b}_scenes"])
     _check(n.per_stage >= 1, "negatives.per_stage", "must be >= 1", n.per_stage)
     _check(n.pool_step >= 1, "negatives.pool_step", "must be >= 1", n.pool_step)
+    _check(
+        1 <= n.min_pool_step <= n.pool_step,
+        "negatives.min_pool_step",
+        "must be in [1, negatives.pool_step]",
+        n.min_pool_step,
+    )
     _check(n.pyramid_factor > 1, "negatives.pyramid_factor", "must be > 1", n.pyramid_factor)
     _check(n.max_side >= config.window, "negatives.max_side", "must be >= config.window", n.max_side)
     c = config.cascade
@@ -74,6 +84,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     d = config.detect
     _check(d.scale_factor > 1, "detect.scale_factor", "must be > 1", d.scale_factor)
     _check(d.step > 0, "detect.step", "must be > 0", d.step)
+    _check(
+        d.grouping in ("average", "vote", "nms"), "detect.grouping", "must be 'average', 'vote' or 'nms'", d.grouping
+    )
+    _check(d.group_eps > 0, "detect.group_eps", "must be > 0", d.group_eps)
+    _check(
+        len(d.paste_sizes) > 0 and all(s >= config.window for s in d.paste_sizes),
+        "detect.paste_sizes",
+        "must be >= config.window each",
+        d.paste_sizes,
+    )
     _check(d.min_neighbors >= 0, "detect.min_neighbors", "must be >= 0", d.min_neighbors)
     _check(0 <= d.iou <= 1, "detect.iou", "must be in [0, 1]", d.iou)
     g = tuple(d.gt_box)
@@ -112,9 +132,9 @@ class ViolaJones(FittedMethod):
         ]
         x, y = self.split["train"]
         extra = x[y == 0]
-        w, step = self.window, int(n.pool_step)
+        w = self.window
 
-        def mine(cascade: cascade_lib.Cascade, count: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        def scan_levels(cascade: cascade_lib.Cascade, step: int) -> tuple[np.ndarray, int]:
             refs, tried = [], 0
             for i, lvl in enumerate(levels):
                 if cascade.stages:
@@ -127,8 +147,17 @@ class ViolaJones(FittedMethod):
                     n_tried = len(x0)
                 refs.append(np.stack([np.full(len(x0), i), y0, x0], axis=1))
                 tried += n_tried
+            return (np.concatenate(refs) if refs else np.zeros((0, 3), np.int64)), tried
+
+        state, min_step = {"step": int(n.pool_step)}, int(n.min_pool_step)
+
+        def mine(cascade: cascade_lib.Cascade, count: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+            refs, tried = scan_levels(cascade, state["step"])
+            # late stages leave too few false positives on the coarse grid: bootstrap from a finer one
+            while len(refs) < count and state["step"] > min_step:
+                state["step"] = max(min_step, state["step"] // 2)
+                refs, tried = scan_levels(cascade, state["step"])
             accepted_extra = cascade.classify_windows(extra)[0] if cascade.stages else np.ones(len(extra), bool)
-            refs = np.concatenate(refs) if refs else np.zeros((0, 3), np.int64)
             extra_idx = np.flatnonzero(accepted_extra)
             total = len(refs) + len(extra_idx)
             rate = total / max(tried + len(extra), 1)
@@ -147,10 +176,18 @@ class ViolaJones(FittedMethod):
         c = self.config
         rng = np.random.default_rng(c.seed)
         x, y = self.split["train"]
-        positives = face_windows.augment_faces(x[y == 1], mirror=c.positives.mirror, jitter=c.positives.jitter, rng=rng)
+        positives = face_windows.augment_faces(
+            x[y == 1],
+            mirror=c.positives.mirror,
+            jitter=c.positives.jitter,
+            max_rotation=c.positives.max_rotation,
+            rng=rng,
+        )
         vx, vy = self.split["validation"]
         # no random crops here: the stage thresholds follow the hardest validation faces, so keep them real
-        val_positives = face_windows.augment_faces(vx[vy == 1], mirror=c.positives.mirror, jitter=0, rng=rng)
+        val_positives = face_windows.augment_faces(
+            vx[vy == 1], mirror=c.positives.mirror, jitter=0, max_rotation=0.0, rng=rng
+        )
         features = haar.enumerate_features(
             self.window, tuple(c.features.types), position_step=c.features.position_step, size_step=c.features.size_step
         )
@@ -182,11 +219,28 @@ class ViolaJones(FittedMethod):
     # ---- evaluation ----
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Detections on a grey image in [0, 1]: ``(boxes, margins, raw boxes, windows tried)``."""
+        """Detections on a grey image in [0, 1]: ``(boxes, scores, raw boxes, windows tried)``.
+
+        A box's score is its cluster's member count for ``detect.grouping``
+        "average" and "vote", its last stage's margin for "nms".
+        """
         d = self.config.detect
         raw, margin, tried = cascade_lib.detect(
             self.cascade, image, scale_factor=d.scale_factor, step=d.step, min_size=d.min_size, max_size=d.max_size
         )
+        if d.grouping == "average":
+            boxes, counts = box_ops.group_rectangles(raw, min_neighbors=d.min_neighbors, eps=d.group_eps)
+            # clusters that still overlap (different scales of one face): the one with more members wins
+            keep = box_ops.nms(boxes, counts.astype(np.float64), d.iou)
+            return boxes[keep], counts[keep].astype(np.float64), raw, tried
+        if d.grouping == "vote":
+            # the raw box with most overlapping raw boxes leads its cluster (margin breaks ties)
+            neighbours = box_ops.count_overlaps(raw, d.iou) if len(raw) else np.zeros(0)
+            boxes, counts, _ = box_ops.nms_vote(raw, neighbours + 1e-3 * np.tanh(margin), d.iou)
+            keep = counts > d.min_neighbors
+            boxes, counts = boxes[keep], counts[keep]
+            keep = ~box_ops.nested(boxes, counts, d.group_eps)
+            return boxes[keep], counts[keep].astype(np.float64), raw, tried
         keep = cascade_lib.group(raw, margin, min_neighbors=d.min_neighbors, iou_threshold=d.iou)
         return raw[keep], margin[keep], raw, tried
 
@@ -208,9 +262,26 @@ class ViolaJones(FittedMethod):
             out["scene_windows"] = tried
             out["scene_false_positive_rate"] = raw_fp / max(tried, 1)
             out["scene_false_detections"] = kept
+            out.update(self._pasted(role, scenes[0]))
         if role == "test":
             out.update(self._astronaut())
         return out
+
+    def _pasted(self, role: str, scene: str) -> dict[str, Any]:
+        """Detection of the split's faces pasted at several sizes into its first scene."""
+        x, y = self.split[role]
+        rng = np.random.default_rng([self.config.seed, _ROLES.index(role)])
+        image, faces = face_windows.paste_faces(
+            face_windows.load_scene(scene), x[y == 1], tuple(self.config.detect.paste_sizes), rng
+        )
+        boxes = self.detect(image)[0]
+        overlap = box_ops.iou(faces, boxes) if len(boxes) else np.zeros((len(faces), 0))
+        hit = overlap >= self.config.detect.match_iou
+        return {
+            "pasted_face_recall": float(hit.any(axis=1).mean()),
+            # pasted faces do not overlap, so a box matches at most one; each face found accounts for one box
+            "pasted_false_detections": int(len(boxes) - hit.any(axis=1).sum()),
+        }
 
     def _astronaut(self) -> dict[str, Any]:
         from skimage import data

@@ -64,3 +64,84 @@ def count_overlaps(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
     """
     m = iou(boxes, boxes) > iou_threshold
     return m.sum(axis=1) - np.diag(m)
+
+
+def _similar(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    """``(N, M)``: True where every edge of ``a[i]`` is within ``eps`` x the smaller mean side of ``b[j]``'s edge."""
+    wa, ha = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    wb, hb = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    delta = 0.5 * eps * (np.minimum(wa[:, None], wb[None]) + np.minimum(ha[:, None], hb[None]))
+    return (np.abs(a[:, None, :] - b[None, :, :]) <= delta[..., None]).all(-1)
+
+
+def group_rectangles(
+    boxes: np.ndarray, *, min_neighbors: int, eps: float = 0.2, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters of similar boxes, averaged, as OpenCV's ``groupRectangles`` does: ``(boxes (K, 4), counts (K,))``.
+
+    Two boxes are similar when each of their four edges differs by at most
+    ``eps * (min(w1, w2) + min(h1, h2)) / 2``; clusters are the connected
+    components of that relation. A cluster of ``n <= min_neighbors`` boxes is
+    dropped; the others become their members' mean box. A kept box lying inside
+    another kept box (grown by ``eps`` of its side) is dropped too when that box
+    has more members and more than 3, or when it has fewer than 3 members itself:
+    detections of a face's eye or mouth inside the face's box. ``min_neighbors``
+    of 0 returns every box with count 1 (no grouping).
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if min_neighbors <= 0 or len(boxes) == 0:
+        return boxes.copy(), np.ones(len(boxes), np.int64)
+    rows, cols = [], []
+    for s in range(0, len(boxes), chunk):  # bounded (chunk, N) temporaries
+        i, j = np.nonzero(_similar(boxes[s : s + chunk], boxes, eps))
+        rows.append(i + s)
+        cols.append(j)
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = csr_matrix((np.ones(len(rows), bool), (rows, cols)), shape=(len(boxes), len(boxes)))
+    k, label = connected_components(graph, directed=False)
+    counts = np.bincount(label, minlength=k)
+    mean = np.stack([np.bincount(label, boxes[:, c], minlength=k) for c in range(4)], axis=1) / counts[:, None]
+    keep = counts > min_neighbors
+    mean, counts = mean[keep], counts[keep]
+    kept = ~nested(mean, counts, eps)
+    return mean[kept], counts[kept]
+
+
+def nested(boxes: np.ndarray, counts: np.ndarray, eps: float) -> np.ndarray:
+    """OpenCV's filter of grouped boxes: True for a box inside another one that outweighs it.
+
+    Box ``i`` goes when it lies inside box ``j`` grown by ``eps`` of ``j``'s
+    sides and ``j`` has more than ``max(3, counts[i])`` members, or ``i`` has
+    fewer than 3.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    grow = eps * np.stack([-(boxes[:, 2] - boxes[:, 0]), -(boxes[:, 3] - boxes[:, 1])], axis=1)
+    lo, hi = boxes[:, :2] + grow, boxes[:, 2:] - grow
+    inside = (boxes[:, None, :2] >= lo[None]).all(-1) & (boxes[:, None, 2:] <= hi[None]).all(-1)
+    np.fill_diagonal(inside, False)
+    stronger = (counts[None, :] > np.maximum(3, counts)[:, None]) | (counts < 3)[:, None]
+    return (inside & stronger).any(axis=1)
+
+
+def nms_vote(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy NMS whose kept boxes become the mean of the boxes they suppress (box voting).
+
+    Unlike connected components, a cluster is only the boxes overlapping its
+    best box (IoU above ``iou_threshold``), so a chain of chance detections
+    cannot drag a face's box away. Returns ``(mean boxes (K, 4), members (K,),
+    indices of the best boxes (K,))``, best score first.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    means, counts, best = [], [], []
+    while order.size:  # once per kept box
+        near = iou(boxes[order[0]], boxes[order])[0] > iou_threshold
+        near[0] = True
+        means.append(boxes[order[near]].mean(axis=0))
+        counts.append(int(near.sum()))
+        best.append(int(order[0]))
+        order = order[~near]
+    return np.reshape(means, (-1, 4)), np.asarray(counts, np.int64), np.asarray(best, np.int64)

@@ -72,6 +72,10 @@ def test_launch_runlocal_writes_the_workdir(tmp_path, fitted):
         ("negatives.train_scenes", ("astronaut",), "config.negatives.train_scenes"),  # has a face
         ("window", 4, "config.window"),
         ("detect.gt_box", (10, 10, 5, 20), "config.detect.gt_box"),
+        ("detect.grouping", "opencv", "config.detect.grouping"),
+        ("negatives.min_pool_step", 0, "config.negatives.min_pool_step"),
+        ("positives.max_rotation", 90.0, "config.positives.max_rotation"),
+        ("detect.paste_sizes", (8,), "config.detect.paste_sizes"),  # smaller than the runlocal window
     ],
 )
 def test_bad_config_raises_naming_the_key_before_writing(tmp_path, key, value, message):
@@ -115,3 +119,87 @@ def test_scan_agrees_with_the_windows_it_cuts_and_with_the_2x_scaled_detector(fi
     bx, by, bsize, _, _ = cascade.scan(jj, jj2, 2.0, 2)
     assert bsize == 2 * w
     np.testing.assert_array_equal(np.sort(bx * 1000 + by), np.sort(2 * x0 * 1000 + 2 * y0))
+
+
+def test_augment_faces_rotates_like_skimage():
+    from skimage.transform import resize, rotate
+
+    from mlcv.classic import face_windows
+
+    faces = np.random.default_rng(1).random((3, 24, 24))
+    out = face_windows.augment_faces(faces, mirror=True, jitter=2, max_rotation=10.0, rng=np.random.default_rng(5))
+    assert out.shape == (3 * 2 * 3, 24, 24)
+    np.testing.assert_array_equal(out[3:6], faces[:, :, ::-1])
+    # replay the draws: a crop side, its corner, then an angle, per variant
+    rng = np.random.default_rng(5)
+    base = np.concatenate([faces, faces[:, :, ::-1]])
+    for k in range(2):
+        side = int(rng.integers(22, 25))
+        x0, y0 = rng.integers(0, 24 - side + 1, size=2)
+        angle = rng.uniform(-10, 10)
+        expected = [
+            resize(rotate(f, angle, order=1, mode="edge")[y0 : y0 + side, x0 : x0 + side], (24, 24), order=1)
+            for f in base
+        ]
+        np.testing.assert_allclose(out[6 + 6 * k : 12 + 6 * k], expected, atol=1e-9)
+
+
+def test_mining_goes_to_a_finer_grid_when_the_coarse_one_runs_out(fitted):
+    method = fitted[0]
+    before = method.config.negatives.min_pool_step
+    method.config.negatives.min_pool_step = 1  # runlocal mines on an 8-pixel grid
+    try:
+        mine = method._pool(np.random.default_rng(0))
+    finally:
+        method.config.negatives.min_pool_step = before
+    from mlcv.classic import cascade as cascade_lib
+    from mlcv.classic import face_windows
+
+    n, w = method.config.negatives, method.window
+    levels = [
+        lvl
+        for name in n.train_scenes
+        for lvl in face_windows.pyramid(name, face_windows.load_scene(name), w, n.pyramid_factor, n.max_side)
+    ]
+    non_faces = int((method.split["train"][1] == 0).sum())
+    every = sum((lvl.image.shape[0] - w + 1) * (lvl.image.shape[1] - w + 1) for lvl in levels)
+    coarse = sum(
+        len(range(0, lvl.image.shape[0] - w + 1, 8)) * len(range(0, lvl.image.shape[1] - w + 1, 8)) for lvl in levels
+    )
+    # an empty cascade accepts everything: asking for fewer than the 8-pixel grid holds stays on it ...
+    got, rate = mine(cascade_lib.Cascade(w, 0.02), coarse, np.random.default_rng(1))
+    assert len(got) == coarse and rate == 1.0
+    # ... asking for more halves the step down to 1 pixel, where every window of every level is a candidate
+    got, rate = mine(cascade_lib.Cascade(w, 0.02), 10**9, np.random.default_rng(1))
+    assert len(got) == every + non_faces and rate == 1.0
+
+
+def test_paste_faces_puts_each_resized_face_at_its_box():
+    from skimage.transform import resize
+
+    from mlcv.classic import face_windows
+
+    rng = np.random.default_rng(0)
+    scene, faces = rng.random((100, 130)), rng.random((5, 25, 25))
+    image, boxes = face_windows.paste_faces(scene, faces, (24, 40), np.random.default_rng(3))
+    # cells of 1.5 * 40 = 60 pixels: two columns fit in 130, three rows need 180 rows (the scene is mirrored down)
+    assert image.shape == (180, 130)
+    np.testing.assert_array_equal(boxes[:, 2] - boxes[:, 0], [24, 40, 24, 40, 24])
+    assert (np.diff(boxes[:, [0, 2]]) > 0).all() and (boxes[:, 2:] <= [[130, 180]]).all()
+    assert box_overlaps(boxes) == 0
+    for face, (x0, y0, x1, y1) in zip(faces, boxes.astype(int), strict=True):
+        expected = resize(face, (y1 - y0, x1 - x0), order=1, anti_aliasing=True, mode="edge")
+        np.testing.assert_allclose(image[y0:y1, x0:x1], expected, atol=1e-12)
+    # away from the pasted faces the scene is untouched
+    mask = np.ones(image.shape, bool)
+    for x0, y0, x1, y1 in boxes.astype(int):
+        mask[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(image[:100][mask[:100]], scene[mask[:100]])
+
+
+def box_overlaps(boxes: np.ndarray) -> int:
+    """Pairs of distinct boxes that intersect."""
+    from mlcv.ops import boxes as box_ops
+
+    inter = box_ops.iou(boxes, boxes) > 0
+    return int((inter.sum() - len(boxes)) // 2)

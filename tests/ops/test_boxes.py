@@ -46,3 +46,60 @@ def test_nms_matches_opencv(threshold):
 def test_count_overlaps():
     b = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 1, 10, 11], [50, 50, 60, 60]], float)
     np.testing.assert_array_equal(boxes.count_overlaps(b, 0.5), [2, 2, 2, 0])
+
+
+def test_group_rectangles_by_hand():
+    b = np.array(
+        [
+            [10, 10, 30, 30],  # three near copies of one 20-pixel box: edges within 0.2 * (20 + 20) / 2 = 4
+            [11, 10, 31, 30],
+            [10, 12, 30, 32],
+            [15, 15, 20, 20],  # two copies of an "eye" box inside it
+            [15, 15, 20, 20],
+            [100, 100, 120, 120],  # a lone box
+        ],
+        float,
+    )
+    grouped, counts = boxes.group_rectangles(b, min_neighbors=1, eps=0.2)
+    # the lone box has no neighbour; the eye pair (2 < 3 members) lies inside the face box grown by 0.2 * 20
+    np.testing.assert_allclose(grouped, [[31 / 3, 32 / 3, 91 / 3, 92 / 3]])
+    np.testing.assert_array_equal(counts, [3])
+    # min_neighbors 0: no grouping at all
+    same, ones = boxes.group_rectangles(b, min_neighbors=0)
+    np.testing.assert_array_equal(same, b)
+    np.testing.assert_array_equal(ones, np.ones(6))
+    # with 4 members the inner cluster stays: the face box would need more than max(3, 4) members to absorb it
+    b4 = np.concatenate([b[:3], np.repeat(b[3:4], 4, axis=0)])
+    grouped, counts = boxes.group_rectangles(b4, min_neighbors=1)
+    assert sorted(counts.tolist()) == [3, 4]
+    # min_neighbors 3: the 3-box cluster goes (OpenCV keeps clusters of more than min_neighbors boxes)
+    assert len(boxes.group_rectangles(b[:3], min_neighbors=3)[0]) == 0
+
+
+def test_group_rectangles_is_transitive():
+    # a ~ b and b ~ c (edges 4 apart, delta = 0.2 * 20 = 4) but a and c are 8 apart: still one cluster
+    b = np.array([[0, 0, 20, 20], [4, 0, 24, 20], [8, 0, 28, 20]], float)
+    grouped, counts = boxes.group_rectangles(b, min_neighbors=2, eps=0.2)
+    np.testing.assert_allclose(grouped, [[4, 0, 24, 20]])
+    np.testing.assert_array_equal(counts, [3])
+    # chunking the similarity rows does not change the result
+    grouped2, _ = boxes.group_rectangles(b, min_neighbors=2, eps=0.2, chunk=1)
+    np.testing.assert_array_equal(grouped, grouped2)
+
+
+def test_nms_vote_by_hand():
+    b = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 1, 10, 11], [21, 21, 31, 31]], float)
+    s = np.array([0.9, 0.95, 0.5, 0.3, 0.6])
+    # as in test_nms_by_hand at 0.5: box 1 takes 0 and 3 with it, box 4 takes 2; each becomes its cluster's mean
+    means, counts, best = boxes.nms_vote(b, s, 0.5)
+    np.testing.assert_array_equal(best, [1, 4])
+    np.testing.assert_array_equal(counts, [3, 2])
+    np.testing.assert_allclose(means, [[1 / 3, 1 / 3, 31 / 3, 31 / 3], [20.5, 20.5, 30.5, 30.5]])
+    # a chain 0 ~ 1 ~ 2 (IoU 75 / 125 = 0.6 each step, 0 and 2 only 50 / 150): box voting does not chain
+    chain = np.array([[0, 0, 10, 10], [2.5, 0, 12.5, 10], [5, 0, 15, 10]], float)
+    means, counts, best = boxes.nms_vote(chain, np.array([1.0, 2.0, 0.5]), 0.5)
+    np.testing.assert_array_equal(best, [1])
+    np.testing.assert_array_equal(counts, [3])
+    means, counts, best = boxes.nms_vote(chain, np.array([3.0, 2.0, 0.5]), 0.5)
+    np.testing.assert_array_equal(best, [0, 2])
+    np.testing.assert_array_equal(counts, [2, 1])
