@@ -131,11 +131,10 @@ def test_bad_config_is_an_error_before_anything_is_written(tmp_path, key, value)
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.slow
 def test_colour_catalogue_dataset_on_mock_data(tmp_path):
     """``config.data.name`` takes a TFDS catalogue name; colour images give colour patches (and codewords).
 
-    Needs ``load_arrays`` to read records one at a time: mock_data's sources have no ``__getitems__``.
+    ``load_arrays`` reads records one at a time: mock_data's sources have no ``__getitems__``.
     """
     import tensorflow_datasets as tfds
 
