@@ -21,11 +21,12 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlcv import checkpoint, classic, data, ensemble, models, optim, report, sharding, tasks, workdirs
+from mlcv import checkpoint, classic, data, ensemble, models, optim, report, sharding, steps, tasks, workdirs
 from mlcv import config as config_lib
 from mlcv.config import ConfigError
 from mlcv.data import ops as ops_lib
 from mlcv.data import pipeline
+from mlcv.steps import compile_train_step
 
 
 class NonFiniteError(RuntimeError):
@@ -34,42 +35,6 @@ class NonFiniteError(RuntimeError):
 
 def _split(config: ml_collections.ConfigDict, spec: data.DatasetSpec, role: str) -> str:
     return config.data.get(f"{role}_split") or spec.splits[role]
-
-
-def _split_step(config: ml_collections.ConfigDict, task: Any) -> bool:
-    """Whether the train step runs as two executables, forward then backward (``config.split_train_step``)."""
-    choice = config.get("split_train_step", "auto")
-    if choice not in ("auto", "always", "never"):
-        raise ConfigError(f"config.split_train_step must be 'auto', 'always' or 'never', not {choice!r}")
-    can = getattr(task, "can_split_step", False)
-    if choice == "always" and not can:
-        raise ConfigError("config.split_train_step='always': this task's step cannot be split (Newton's method)")
-    # Only XLA's CPU backend is known to gain; elsewhere one executable keeps every fusion.
-    return can and (choice == "always" or (choice == "auto" and jax.default_backend() == "cpu"))
-
-
-def compile_train_step(task: Any, state: Any, batch: dict[str, jax.Array], mesh: Any, *, split: bool):
-    """The task's train step compiled ahead of time for ``state`` and ``batch``: ``step(state, batch)``.
-
-    The state is donated. With ``split`` it runs as two executables, the task's ``forward`` then its
-    ``backward`` (see ClassificationTask.forward for why XLA's CPU backend gains from that); the
-    numbers are the same either way.
-    """
-    repl, data_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    if not split:
-        return (
-            jax.jit(task.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
-            .lower(state, batch)
-            .compile()
-        )
-    fwd = jax.jit(task.forward, in_shardings=(repl, data_sh)).lower(state, batch).compile()
-    # out_info: the forward's outputs (the VJP and its saved activations) with the shardings it gives them.
-    bwd = (
-        jax.jit(task.backward, out_shardings=(repl, repl), donate_argnums=0)
-        .lower(state, batch, *fwd.out_info)
-        .compile()
-    )
-    return lambda state, batch: bwd(state, batch, *fwd(state, batch))
 
 
 class _Setup:
@@ -91,7 +56,7 @@ class _Setup:
         self.num_classes = data.num_classes(self.sources["train"])
         self.model = models.from_config(config.model, self.num_classes)
         self.task = tasks.get(config.task)(config, self.model, self.num_classes)
-        self.split_step = _split_step(config, self.task)
+        self.split_step = steps.split_step(config, self.task)
         for key in ("batch_size", "eval_batch_size"):
             try:
                 pipeline.per_process_batch(dc[key])
