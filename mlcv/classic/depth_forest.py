@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from mlcv import metrics
 from mlcv.classic import forest as rf
 from mlcv.classic.base import FittedMethod, LogFn
 from mlcv.classic.depth_features import DepthFeatures, sample_pixels
@@ -38,12 +39,9 @@ def _check(ok: bool, key: str, value: Any, want: str) -> None:
 
 def part_iou(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """IoU of each class (num_classes,) over all pixels; NaN for a class absent from both."""
+    # A pixel confusion matrix counted in NumPy: images hold far more pixels than a one-hot product wants.
     conf = np.bincount(labels.ravel() * num_classes + predictions.ravel(), minlength=num_classes**2)
-    conf = conf.reshape(num_classes, num_classes)
-    inter = np.diag(conf)
-    union = conf.sum(0) + conf.sum(1) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return metrics.per_class_iou(conf.reshape(num_classes, num_classes))
 
 
 class DepthForest(FittedMethod):

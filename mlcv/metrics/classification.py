@@ -36,6 +36,15 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
         return np.diag(confusion) / support
 
 
+def per_class_iou(confusion: np.ndarray) -> np.ndarray:
+    """Intersection over union of each class, C_ii / (row_i + col_i - C_ii); NaN for a class absent from both."""
+    confusion = np.asarray(confusion)
+    inter = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
 def summarize_confusion(confusion: np.ndarray) -> dict[str, float]:
     """Scalar metrics of a confusion matrix: accuracy and mean per-class accuracy."""
     return {

@@ -102,3 +102,13 @@ def test_summarize_confusion_skips_absent_class():
     assert s["mean_class_accuracy"] == pytest.approx(expected)
     assert s["mean_class_accuracy"] == pytest.approx((1 / 3 + 1) / 2)
     assert s["accuracy"] == pytest.approx(0.5)
+
+
+def test_per_class_iou_against_sklearn_jaccard():
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    c = np.asarray(cls.confusion_matrix(labels, preds, 5))
+    expected = skm.jaccard_score(labels, preds, labels=[0, 1, 2, 3], average=None)
+    iou = cls.per_class_iou(c)
+    np.testing.assert_allclose(iou[:4], expected, rtol=1e-6)
+    assert np.isnan(iou[4])  # class 4 never appears
