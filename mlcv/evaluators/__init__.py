@@ -1,0 +1,33 @@
+"""Evaluators: plug-in metrics that accumulate over a whole split and compute once.
+
+Each entry of ``config.evals`` names a registered evaluator and its arguments, e.g.
+``{"type": "classification"}`` or ``{"type": "average_precision", "positive_class": 1}``;
+:func:`build` instantiates it, filling ``num_classes`` / ``class_names`` from the dataset. See
+:mod:`mlcv.evaluators.base` for the contract (``batch_fn`` on device inside the jitted eval step,
+``update`` on the host per batch, ``result`` once per split, ``reset``).
+"""
+
+# The evaluator modules register themselves on import.
+from mlcv.evaluators import classification, loss, ranking, segmentation  # noqa: F401
+from mlcv.evaluators.base import Evaluator, SummingEvaluator
+from mlcv.evaluators.classification import ClassificationEvaluator
+from mlcv.evaluators.loss import LossEvaluator
+from mlcv.evaluators.ranking import AveragePrecisionEvaluator, average_precision, precision_recall_curve
+from mlcv.evaluators.registry import build, get, names, register
+from mlcv.evaluators.segmentation import SegmentationEvaluator, segmentation_scores
+
+__all__ = [
+    "AveragePrecisionEvaluator",
+    "ClassificationEvaluator",
+    "Evaluator",
+    "LossEvaluator",
+    "SegmentationEvaluator",
+    "SummingEvaluator",
+    "average_precision",
+    "build",
+    "get",
+    "names",
+    "precision_recall_curve",
+    "register",
+    "segmentation_scores",
+]

@@ -1,0 +1,147 @@
+"""Semantic segmentation metrics from a per-pixel confusion matrix summed over the split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlcv import metrics, report
+from mlcv.config import ConfigError
+from mlcv.evaluators.base import SummingEvaluator
+from mlcv.evaluators.classification import check_num_classes
+from mlcv.evaluators.plots import plot_per_class
+from mlcv.evaluators.registry import register
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """Mean of the non-NaN values; NaN (without numpy's warning) when there are none."""
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def segmentation_scores(confusion: np.ndarray, exclude_from_mean: Sequence[int] = ()) -> dict[str, float]:
+    """``miou``, ``pixel_accuracy``, ``mean_accuracy`` and ``fw_iou`` of a pixel confusion matrix.
+
+    With ``n_ij`` the pixels of class i predicted as j, ``t_i = sum_j n_ij`` and ``IoU_i =
+    n_ii / (t_i + sum_j n_ji - n_ii)``:
+
+    - ``pixel_accuracy = sum_i n_ii / sum_i t_i`` over every class;
+    - ``mean_accuracy``: the mean over classes of ``n_ii / t_i``;
+    - ``miou``: the mean over classes of ``IoU_i``;
+    - ``fw_iou = sum_i t_i IoU_i / sum_i t_i``.
+
+    The means run over the classes not in ``exclude_from_mean`` whose value is defined: a class
+    absent from both the ground truth and the predictions has IoU NaN and is left out; one absent
+    from the ground truth but predicted has IoU 0 and counts; ``n_ii / t_i`` is NaN, and left out,
+    for every class absent from the ground truth.
+    """
+    confusion = np.asarray(confusion, np.float64)
+    keep = np.ones(len(confusion), bool)
+    keep[list(exclude_from_mean)] = False
+    iou = metrics.per_class_iou(confusion)[keep]
+    support = confusion.sum(1)[keep]
+    # IoU is NaN only where the support is 0 too, so those classes weigh nothing in fw_iou.
+    weighted = np.where(support > 0, support * np.nan_to_num(iou), 0.0).sum()
+    return {
+        "miou": _nanmean(iou),
+        "pixel_accuracy": metrics.accuracy(confusion),
+        "mean_accuracy": _nanmean(metrics.per_class_accuracy(confusion)[keep]),
+        "fw_iou": float(weighted / support.sum()) if support.sum() else float("nan"),
+    }
+
+
+@register("segmentation")
+class SegmentationEvaluator(SummingEvaluator):
+    """Per-pixel ``miou``, ``pixel_accuracy``, ``mean_accuracy`` (mean class recall) and ``fw_iou``.
+
+    ``outputs[logits_key]`` is ``[B, H, W, C]``; ``batch[label_key]`` is ``[B, H, W]`` (or
+    ``[B, H, W, 1]``) of class ids. The device counts pixel (label, argmax) pairs with one bincount
+    into int32 counts (exact, where float32 would stop counting at 2**24 pixels per cell), leaving
+    out padded examples (``batch["mask"] == 0``, broadcast over their pixels) and pixels labelled
+    ``ignore_label``; the host sums the matrices in float64.
+
+    Conventions (see :func:`segmentation_scores`): over the whole split, a class absent from both
+    the ground truth and the predictions has IoU NaN and is left out of the means (``np.nanmean``);
+    a class absent from the ground truth but predicted has IoU 0. Classes in ``exclude_from_mean``
+    (e.g. background 0) are left out of ``miou``, ``mean_accuracy`` and ``fw_iou`` but kept in
+    ``pixel_accuracy`` and in the extras: ``per_class_iou``, ``per_class_accuracy`` (NaN where
+    undefined) and ``confusion_matrix`` (ints).
+    """
+
+    directions = {"miou": "max", "pixel_accuracy": "max", "mean_accuracy": "max", "fw_iou": "max"}
+    percent = frozenset(directions)
+
+    def __init__(
+        self,
+        num_classes: int,
+        label_key: str = "segmentation",
+        logits_key: str = "logits",
+        ignore_label: int | None = 255,
+        exclude_from_mean: Sequence[int] = (),
+        class_names: Sequence[str] = (),
+    ):
+        self.num_classes = check_num_classes("segmentation", num_classes)
+        self.label_key = label_key
+        self.logits_key = logits_key
+        self.ignore_label = ignore_label
+        self.exclude_from_mean = tuple(int(c) for c in exclude_from_mean)
+        bad = [c for c in self.exclude_from_mean if not 0 <= c < self.num_classes]
+        if bad:
+            raise ConfigError(
+                f"config.evals: evaluator 'segmentation' has exclude_from_mean={bad} outside 0..{self.num_classes - 1}"
+            )
+        self.class_names = tuple(class_names)
+        self.reset()
+
+    def zeros(self) -> dict[str, np.ndarray]:
+        return {"confusion": np.zeros((self.num_classes, self.num_classes), np.float64)}
+
+    def batch_fn(self, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        logits = outputs[self.logits_key]
+        labels = batch[self.label_key]
+        if labels.ndim == logits.ndim and labels.shape[-1] == 1:
+            labels = labels[..., 0]
+        if labels.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"segmentation evaluator: labels {batch[self.label_key].shape} do not match logits {logits.shape} "
+                "(the task must bring its logits to the label resolution)"
+            )
+        labels = labels.astype(jnp.int32)  # uint8 label maps would overflow label * C in the bincount
+        mask = batch["mask"].reshape(labels.shape[:1] + (1,) * (labels.ndim - 1)) > 0
+        weights = jnp.broadcast_to(mask, labels.shape)
+        if self.ignore_label is not None:
+            weights = weights & (labels != self.ignore_label)
+        predictions = jnp.argmax(logits, -1)
+        confusion = metrics.confusion_matrix(labels, predictions, self.num_classes, weights.astype(jnp.int32))
+        return {"confusion": confusion}
+
+    def result(self) -> tuple[dict[str, float], dict[str, Any]]:
+        confusion = self.totals["confusion"]
+        extras = {
+            "per_class_iou": metrics.per_class_iou(confusion).tolist(),
+            "per_class_accuracy": metrics.per_class_accuracy(confusion).tolist(),
+            "confusion_matrix": confusion.astype(np.int64).tolist(),
+        }
+        return segmentation_scores(confusion, self.exclude_from_mean), extras
+
+    def plot(self, extras: Mapping[str, Any], directory: Path, prefix: str) -> list[Path]:
+        directory = Path(directory)
+        iou = plot_per_class(
+            extras["per_class_iou"],
+            directory / f"iou_{prefix}.png",
+            "IoU",
+            f"{prefix}: per-class IoU",
+            self.class_names,
+        )
+        # Rows as percentages of each true class: raw pixel counts run to millions per cell.
+        confusion = np.asarray(extras["confusion_matrix"], np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows = np.nan_to_num(100 * confusion / confusion.sum(1, keepdims=True))
+        path = directory / f"confusion_{prefix}.png"
+        report.plot_confusion(np.round(rows), path, f"{prefix}: % of each true class's pixels")
+        return [iou, path]
