@@ -5,7 +5,8 @@ import pytest
 import scipy.ndimage as ndi
 from skimage import transform as sk_transform
 
-from mlcv.data import image, ops
+from mlcv.data import ops
+from mlcv.data.ops import image_fns as image
 
 DIGITS_DEFAULTS = {"normalize": {"mean": 4.88, "std": 6.02}}
 
@@ -34,6 +35,7 @@ def test_registered_names():
         "flip_ud",
         "keep",
         "normalize",
+        "pad_boxes",
         "random_crop",
         "random_resized_crop",
         "random_scale",
@@ -282,6 +284,7 @@ OP_CASES = {
     "flip_ud": ("flip_ud", (8, 8)),
     "keep": ("keep('image', 'label')", (8, 8)),
     "normalize": ("normalize(0.5, 2.0)", (8, 8)),
+    "pad_boxes": ("pad_boxes(3)", (8, 8)),
     "random_crop": ("random_crop(6, pad=2)", (6, 6)),
     "random_resized_crop": ("random_resized_crop(5)", (5, 5)),
     "random_scale": ("random_scale(0.5, 1.5)", (8, 8)),

@@ -1,0 +1,123 @@
+"""The op registry and the spec-string parser of :mod:`mlcv.data.ops`.
+
+Each op is a factory registered by name; called with the arguments written
+in the string it returns a function ``(example, rng) -> example`` over a dict
+of NumPy arrays. Ops that draw random numbers use only ``rng``, which grain
+derives from the loader seed and the record index, so a pipeline is
+reproducible and resumable.
+
+Each registration also declares the keys of the data contract the op moves
+(rewrites), so a reader or a test can see which annotations follow an op
+without reading its body: ``moves("flip_lr")``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Example = dict[str, Any]
+Op = Callable[[Example, np.random.Generator], Example]
+
+_OPS: dict[str, Callable[..., Op]] = {}
+_MOVES: dict[str, tuple[str, ...]] = {}
+
+
+def register(name: str, moves: tuple[str, ...] = ("image",)) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
+    """Registers an op factory under ``name``; ``moves`` names the example keys its ops may rewrite.
+
+    Keys an op does not list must pass through it untouched (present or absent).
+    """
+
+    def wrap(factory: Callable[..., Op]) -> Callable[..., Op]:
+        if name in _OPS:
+            raise ValueError(f"preprocessing op {name!r} registered twice")
+        _OPS[name] = factory
+        _MOVES[name] = tuple(moves)
+        return factory
+
+    return wrap
+
+
+def moves(name: str) -> tuple[str, ...]:
+    """The example keys that the op registered as ``name`` may rewrite."""
+    if name not in _MOVES:
+        raise ValueError(f"unknown preprocessing op {name!r}; valid ops: {', '.join(names())}")
+    return _MOVES[name]
+
+
+def names() -> list[str]:
+    """The registered op names."""
+    return sorted(_OPS)
+
+
+def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> Op:
+    """Builds one op from a ``|``-separated spec string.
+
+    ``defaults`` maps an op name to keyword arguments used where the string
+    gives none (the dataset's mean and std for ``normalize``, say).
+    """
+    defaults = defaults or {}
+    ops = [_parse_one(piece.strip(), defaults) for piece in spec.split("|") if piece.strip()]
+
+    def composed(example: Example, rng: np.random.Generator) -> Example:
+        for op in ops:
+            example = op(example, rng)
+        return example
+
+    return composed
+
+
+def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
+    try:
+        node = ast.parse(piece, mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse preprocessing op {piece!r}: {e.msg}") from None
+    if isinstance(node, ast.Name):
+        name, args, kwargs = node.id, [], {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        name = node.func.id
+        try:
+            args = [_literal(a) for a in node.args]
+            kwargs = {k.arg: _literal(k.value) for k in node.keywords}
+        except ValueError:
+            raise ValueError(
+                f"arguments of preprocessing op {piece!r} must be literals or arithmetic on them"
+            ) from None
+    else:
+        raise ValueError(f"cannot parse preprocessing op {piece!r}")
+    if name not in _OPS:
+        raise ValueError(f"unknown preprocessing op {name!r}; valid ops: {', '.join(names())}")
+    factory = _OPS[name]
+    try:
+        given = inspect.signature(factory).bind_partial(*args, **kwargs).arguments
+        # Defaults fill only the parameters the string leaves out, whether it
+        # gives the others by position or by name.
+        kwargs = {**{k: v for k, v in defaults.get(name, {}).items() if k not in given}, **kwargs}
+        return factory(*args, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for preprocessing op {piece!r}: {e}") from None
+
+
+_ARITHMETIC = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+
+def _literal(node: ast.AST) -> Any:
+    """A Python literal, allowing arithmetic such as ``1/255`` or ``-0.5``."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        return _ARITHMETIC[type(node.op)](_literal(node.left), _literal(node.right))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return tuple(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
