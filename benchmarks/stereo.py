@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlcv.data import stereo as stereo_data  # noqa: E402
+from mlcv.data.sources import stereo as stereo_data  # noqa: E402
 from mlcv.metrics import stereo as stereo_metrics  # noqa: E402
 from mlcv.ops import stereo as ops  # noqa: E402
 

@@ -5,7 +5,7 @@ Run:
   python launch.py --config experiments/bodies_forest.py:runlocal --workdir runs/bodies_forest_local
 
 Per-pixel body-part labels (10 parts, left and right distinct) on synthetic 64x64 depth images
-(mlcv.data.bodies): 400 training images (~111k sampled body pixels), 50 validation images to choose
+(mlcv.data.sources.bodies): 400 training images (~111k sampled body pixels), 50 validation images to choose
 the depth at which the forest predicts (8, 12, 16 or 20), 100 test images evaluated once; 5 trees of
 depth <= 20 on depth-comparison features, 50 candidate offset pairs per node, entropy.
 

@@ -12,7 +12,7 @@ each rejected pixel takes the farther (smaller) of its nearest estimates on the 
 Protocol. There is one real pair with ground truth, so it is the test split and is
 evaluated once. The window radius W (of a (2W+1)^2 window) and the left-right
 threshold are chosen on the validation split: `data.synthetic.pairs` random-dot
-stereograms of fronto-parallel planes drawn from `config.seed` (mlcv.data.stereo),
+stereograms of fronto-parallel planes drawn from `config.seed` (mlcv.data.sources.stereo),
 by the lowest mean bad-2 %. Bad-2 counts a valid ground-truth pixel as wrong if its
 estimate is missing or off by more than 2 px; EPE is over pixels with an estimate.
 Grey is ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B). Depth is reported in
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.downscale = 1  # integer block-mean downscaling of the Motorcycle test pair
-    # Validation: random-dot stereograms of fronto-parallel planes (mlcv.data.stereo.synthetic_pair).
+    # Validation: random-dot stereograms of fronto-parallel planes (mlcv.data.sources.stereo.synthetic_pair).
     config.data.synthetic = ml_collections.ConfigDict()
     config.data.synthetic.pairs = 3
     config.data.synthetic.height = 240

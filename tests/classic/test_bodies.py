@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlcv.data import bodies
+from mlcv.data.sources import bodies
 
 SIZE, FOCAL = 33, 40.0  # odd size: the centre pixel's ray is the optical axis
 C = (SIZE - 1) // 2

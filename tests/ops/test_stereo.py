@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mlcv.data import stereo as stereo_data
+from mlcv.data.sources import stereo as stereo_data
 from mlcv.ops import stereo as ops
 
 

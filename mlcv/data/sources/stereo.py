@@ -107,8 +107,11 @@ def synthetic_pair(
 
     Returns:
       ``left``, ``right`` (``(H, W)`` float32 in about [0, 255]), ``disparity`` (the
-      left image's exact disparity, float32) and ``occluded`` (bool: the left pixel's
-      match is hidden by a nearer surface or falls outside the right image).
+      left image's exact disparity, float32), ``occluded`` (bool: the left pixel's
+      match is hidden by a nearer surface or falls outside the right image), and the
+      same two of the right view: ``disparity_right`` (the right pixel ``(y, x)``
+      matches the left pixel ``(y, x + d)``) and ``occluded_right``. A left-right
+      mirror of the pair swaps the views, so it needs both disparities.
     """
     if not 0 <= min_disparity <= max_disparity:
         raise ValueError(f"need 0 <= min_disparity <= max_disparity, got {min_disparity}, {max_disparity}")
@@ -148,9 +151,15 @@ def synthetic_pair(
     right += noise_std * rng.standard_normal(right.shape)
     target = np.round(xs - disparity).astype(int)
     seen = (target >= 0) & (layer_right[ys, np.clip(target, 0, width - 1)] == layer_left)
+    # The right view's disparity is that of the surface it shows; its pixel x matches the left pixel x + d.
+    disparity_right = disps[layer_right]
+    target_right = np.round(xs + disparity_right).astype(int)
+    seen_right = (target_right < width) & (layer_left[ys, np.clip(target_right, 0, width - 1)] == layer_right)
     return {
         "left": left.astype(np.float32),
         "right": right.astype(np.float32),
         "disparity": disparity.astype(np.float32),
         "occluded": ~seen,
+        "disparity_right": disparity_right.astype(np.float32),
+        "occluded_right": ~seen_right,
     }

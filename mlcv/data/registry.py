@@ -1,0 +1,268 @@
+"""The dataset registry: a :class:`DatasetSpec` by name, for the built-in datasets and the TFDS catalogue.
+
+TFDS is the storage: a built-in dataset is a TFDS builder of :mod:`mlcv.data.sources` prepared once into
+the TFDS data dir as ArrayRecord files, and every dataset, built-in or from the catalogue, is read back
+as a random-access ``tfds`` data source that the grain pipelines of :mod:`mlcv.data.pipeline` index into.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from mlcv.config import ConfigError
+from mlcv.data.features import DatasetMeta, Feature, from_features, from_tfds
+from mlcv.data.sources import bodies
+
+ROLES = ("train", "validation", "test")
+
+
+class Splits(dict):
+    """A dataset's TFDS split string by role; a role the dataset lacks raises ConfigError, not KeyError."""
+
+    def __init__(self, dataset: str, splits: dict[str, str]):
+        super().__init__(splits)
+        self.dataset = dataset
+
+    def __missing__(self, role: str) -> str:
+        raise ConfigError(
+            f"dataset {self.dataset!r} has no {role!r} split (config.data.name / config.data.{role}_split): "
+            f"it has only {', '.join(self) or 'none'}"
+        )
+
+    def __reduce__(self):  # pickles (grain workers, copies) with its dataset name
+        return (Splits, (self.dataset, dict(self)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What the code needs to know of a dataset besides its records.
+
+    Attributes:
+      name: the registry name (``digits``) or the TFDS catalogue name.
+      splits: TFDS split strings by role (``train``, ``validation``, ``test``); a validation split
+        is a slice of the training data. A dataset may lack roles (``motorcycle`` is test-only):
+        ``splits[role]`` then raises ConfigError naming the dataset and the role.
+      op_defaults: default arguments of preprocessing ops for this dataset,
+        e.g. the pixel mean and std used by a bare ``normalize``.
+      builtin: True for datasets whose builder ships with mlcv.
+      features: the records' keys and what they hold, declared so that shapes and classes are known
+        without preparing the data (see :func:`meta`); empty for catalogue datasets, whose TFDS
+        ``dataset_info`` says it.
+    """
+
+    name: str
+    splits: dict[str, str]
+    op_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    builtin: bool = False
+    features: dict[str, Feature] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "splits", Splits(self.name, dict(self.splits)))
+
+
+# Built-in uint8 images without published statistics: map them to [-1, 1].
+_UINT8_STATS_BUILTIN = {"normalize": {"mean": 127.5, "std": 127.5}}
+# Pixel statistics of the digits train split (values 0..16).
+_DIGITS_STATS = {"normalize": {"mean": 4.88, "std": 6.02}}
+# Depth statistics of the bodies train split over all 400 x 64 x 64 pixels, as a bare normalize sees
+# them: background (10 m) is 92 % of the pixels, bodies average 3.31 m. Computed once in float64 as
+# d = load_arrays("bodies", "train")["image"].astype(np.float64); d.mean(), d.std() -> 9.4530, 1.8355.
+_BODIES_STATS = {"normalize": {"mean": 9.453, "std": 1.8355}}
+
+
+def _grey(height: int | None, width: int | None) -> Feature:
+    return Feature("image", (height, width, 1), "uint8")
+
+
+def _stereo(height: int, width: int, *, right_view: bool) -> dict[str, Feature]:
+    """A grey stereo pair with left-view disparity and its validity mask (and the right view's, if given)."""
+    views = ("", "_right") if right_view else ("",)
+    return {
+        "image": _grey(height, width),
+        "image_right": Feature("image_right", (height, width, 1), "uint8"),
+        **{f"disparity{v}": Feature("disparity", (height, width), "float32") for v in views},
+        **{f"disparity{v}_mask": Feature("masks", (height, width), "bool") for v in views},
+    }
+
+
+_BUILTIN: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        name="digits",
+        splits={"train": "train[:1257]", "validation": "train[1257:]", "test": "test"},
+        op_defaults=_DIGITS_STATS,
+        builtin=True,
+        features={
+            "image": _grey(8, 8),
+            "label": Feature("label", (), "int64", class_names=tuple(str(i) for i in range(10))),
+        },
+    ),
+    # scikit-image's lfw_subset: 100 faces and 100 non-faces, 25x25 grey; label 1 is a face.
+    "faces": DatasetSpec(
+        name="faces",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        op_defaults=_UINT8_STATS_BUILTIN,
+        builtin=True,
+        features={"image": _grey(25, 25), "label": Feature("label", (), "int64", class_names=("non_face", "face"))},
+    ),
+    # Synthetic posed bodies: depth in metres and a part label per pixel; the images of the body-part
+    # forest (experiments/bodies_forest.py, seed 0). 400 / 50 / 100 images.
+    "bodies": DatasetSpec(
+        name="bodies",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        op_defaults=_BODIES_STATS,
+        builtin=True,
+        features={
+            "image": Feature("image", (64, 64, 1), "float32"),
+            "segmentation": Feature("segmentation", (64, 64), "uint8", class_names=bodies.PART_NAMES),
+        },
+    ),
+    # Random-dot stereograms of fronto-parallel planes, 64x96 grey, disparities 2..16 px. 200 / 20 / 50.
+    "random_dot_stereo": DatasetSpec(
+        name="random_dot_stereo",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        op_defaults=_UINT8_STATS_BUILTIN,
+        builtin=True,
+        features=_stereo(64, 96, right_view=True),
+    ),
+    # The Middlebury Motorcycle pair (scikit-image, 500x741 grey): one record, for testing only.
+    "motorcycle": DatasetSpec(
+        name="motorcycle",
+        splits={"test": "test"},
+        op_defaults=_UINT8_STATS_BUILTIN,
+        builtin=True,
+        features=_stereo(500, 741, right_view=False),
+    ),
+}
+
+# Imported on use so that listing names never pays for TFDS builders.
+_BUILDERS = {
+    "digits": "mlcv.data.sources.digits:Digits",
+    "faces": "mlcv.data.sources.faces:Faces",
+    "bodies": "mlcv.data.sources.bodies_builder:Bodies",
+    "random_dot_stereo": "mlcv.data.sources.stereo_builders:RandomDotStereo",
+    "motorcycle": "mlcv.data.sources.stereo_builders:Motorcycle",
+}
+
+# Catalogue datasets stored as uint8 images: map them to [-1, 1] unless their statistics are known.
+_UINT8_STATS = {"normalize": {"mean": 127.5, "std": 127.5}}
+
+_IMAGENET_STATS = {"normalize": {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}}
+_HOLD_OUT_10 = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
+
+# Per-channel pixel statistics of the training splits (the usual published values, in 0-255 units) and the
+# role of each split. Datasets without a labelled test split are tested on their validation split, and
+# their validation split for model selection is carved out of training data.
+_CATALOGUE: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("mnist", _HOLD_OUT_10, {"normalize": {"mean": 33.32, "std": 78.57}}),
+    "fashion_mnist": DatasetSpec("fashion_mnist", _HOLD_OUT_10, {"normalize": {"mean": 72.94, "std": 90.02}}),
+    "cifar10": DatasetSpec(
+        "cifar10", _HOLD_OUT_10, {"normalize": {"mean": (125.31, 122.95, 113.87), "std": (62.99, 62.09, 66.70)}}
+    ),
+    "cifar100": DatasetSpec(
+        "cifar100", _HOLD_OUT_10, {"normalize": {"mean": (129.30, 124.07, 112.43), "std": (68.17, 65.39, 70.42)}}
+    ),
+    "imagenette": DatasetSpec(
+        "imagenette", {"train": "train[:95%]", "validation": "train[95%:]", "test": "validation"}, _IMAGENET_STATS
+    ),
+    # Manual download: TFDS prepares it from the ILSVRC2012 tar files placed in its manual_dir. 10,009
+    # training images (0.78 %) are held out for model selection; the official validation set is the test.
+    "imagenet2012": DatasetSpec(
+        "imagenet2012", {"train": "train[10009:]", "validation": "train[:10009]", "test": "validation"}, _IMAGENET_STATS
+    ),
+}
+
+
+def builtin_names() -> list[str]:
+    """Names of the datasets that need no download."""
+    return sorted(_BUILTIN)
+
+
+def get(name: str) -> DatasetSpec:
+    """Returns the spec of a built-in dataset or of a TFDS catalogue dataset.
+
+    Raises:
+      ConfigError: ``name`` is neither built in nor in the TFDS catalogue.
+    """
+    if name in _BUILTIN:
+        return _BUILTIN[name]
+    base = name.split(":")[0].split("/")[0]  # "mnist:3.0.1" is mnist at a pinned version
+    if base in _CATALOGUE:
+        return dataclasses.replace(_CATALOGUE[base], name=name)
+    import tensorflow_datasets as tfds
+
+    try:
+        # builder_cls only imports the one builder module; list_builders()
+        # would import TensorFlow and probe the network.
+        tfds.builder_cls(base)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ConfigError(
+            f"unknown dataset {name!r} (config.data.name): not a built-in dataset "
+            f"({', '.join(builtin_names())}) nor a TFDS catalogue name"
+        ) from None
+    return DatasetSpec(name=name, splits=dict(_HOLD_OUT_10), op_defaults=_UINT8_STATS)
+
+
+def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, download: bool = True):
+    """A random-access data source of one TFDS split (prepared on first use)."""
+    import tensorflow_datasets as tfds
+
+    if spec.builtin:
+        builder = _builder(spec.name, data_dir)
+        if not builder.is_prepared():
+            builder.download_and_prepare(file_format="array_record")
+        return builder.as_data_source(split=split)
+    try:
+        return tfds.data_source(spec.name, split=split, data_dir=data_dir, download=download)
+    except Exception as e:  # TFDS raises many types for "not there / cannot fetch"
+        raise ConfigError(
+            f"cannot load TFDS dataset {spec.name!r} split {split!r} (config.data.name / config.data.data_dir): {e}"
+        ) from None
+
+
+# meta() takes a ``source`` argument, which hides the function of that name inside it.
+_open_source = source
+
+
+def _builder(name: str, data_dir: str | None):
+    module, cls = _BUILDERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(data_dir=data_dir, file_format="array_record")
+
+
+def meta(spec: DatasetSpec, source: Any = None, *, data_dir: str | None = None) -> DatasetMeta:
+    """Features, classes and image shape of a dataset.
+
+    From ``spec.features`` when declared (every built-in dataset: no data is read or prepared), else
+    from the TFDS ``dataset_info.features`` of ``source`` (a data source of any of the dataset's
+    splits), or, without one, of the dataset's training source.
+    """
+    if spec.features:
+        return from_features(spec.features)
+    if source is None:
+        source = _open_source(spec, spec.splits["train"], data_dir=data_dir)
+    return from_features(from_tfds(source.dataset_info.features))
+
+
+def num_classes(src, label_key: str = "label") -> int:
+    """Number of classes of a TFDS data source's ClassLabel feature."""
+    return int(src.dataset_info.features[label_key].num_classes)
+
+
+def load_arrays(name: str, role: str, *, data_dir: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """Every record of one split as stacked numpy arrays, by feature name (``image``, ``label``, ...).
+
+    For methods that see a whole split at once (kNN, k-means, AdaBoost); ``role``
+    is ``train``, ``validation`` or ``test`` and picks the dataset's split for that
+    role unless ``split`` names one.
+
+    Raises:
+      ConfigError: the dataset has no split for ``role`` (and ``split`` names none).
+    """
+    import numpy as np
+
+    spec = get(name)
+    src = source(spec, split or spec.splits[role], data_dir=data_dir)
+    # Item by item: the sources tfds.testing.mock_data builds have no working __getitems__.
+    records = [src[i] for i in range(len(src))]
+    return {key: np.stack([np.asarray(r[key]) for r in records]) for key in records[0]} if records else {}
