@@ -1,0 +1,215 @@
+"""The shared blocks of experiment configs, so that an experiment file holds only its recipe.
+
+An experiment file (``experiments/X.py``) starts from one of these and sets what its recipe chooses::
+
+    config = defaults.classification(defaults.data("cifar10", pp_train=...), {"name": "resnet20"})
+    config.optim.update(name="momentum", lr=0.1, schedule="step", milestones_steps=(32_000, 48_000))
+
+- :func:`classification`: a trained classifier, :func:`training` + :func:`data` + loss, model, distillation;
+- :func:`training`: what every trained model's loop reads: seed, :func:`optim`, durations, early stopping
+  (model selection), checkpoints, averaging, snapshot ensembles, precision;
+- :func:`data`: a trained model's data block (a dataset, its splits, batch sizes, preprocessing);
+- :func:`fitted` and :func:`dataset`: the few keys a fitted method (``mlcv.classic``) shares with the rest.
+
+Every key of these blocks is here with its default, so any setting is one ``--config.a.b=v`` away. Optional
+keys the code reads only when present (``config.evals``: name -> ``dict(type=..., **kwargs)`` evaluators in
+place of the task's default ones) are left out, so adding one is a visible choice of an experiment. This
+module imports only ``ml_collections``: config files load without JAX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ml_collections import ConfigDict, FieldReference
+from ml_collections.config_dict import placeholder
+
+
+def _typed(value: Any, field_type: type) -> FieldReference:
+    """A typed field that may hold None: set by an experiment, left None by another (total_steps...)."""
+    return FieldReference(value, field_type=field_type)
+
+
+def _join(*parts: ConfigDict) -> ConfigDict:
+    """One ConfigDict of the keys of ``parts`` in order; placeholders stay typed placeholders."""
+    config = ConfigDict()
+    for part in parts:
+        for key, value in part.items(preserve_field_references=True):
+            config[key] = value
+    return config
+
+
+def dataset(name: str) -> ConfigDict:
+    """Where a dataset is: its ``name`` (mlcv.data's registry or a TFDS name) and ``data_dir``.
+
+    ``data_dir`` None means the default directory of the source (TFDS's, or the built-in data).
+    """
+    return ConfigDict({"name": name, "data_dir": placeholder(str)})
+
+
+def data(
+    name: str,
+    *,
+    pp_train: str = "normalize",
+    pp_eval: str = "normalize",
+    batch_size: int = 64,
+    eval_batch_size: int = 512,
+    worker_count: int = 0,
+) -> ConfigDict:
+    """A trained model's data block: :func:`dataset` + download, splits, batch sizes, preprocessing.
+
+    Splits "" keep the dataset's own train / validation / test split; ``pp_*`` are mlcv.data.ops
+    pipelines (``"flip_lr|random_crop(32, pad=4)|normalize"``); ``worker_count`` 0 reads in-process.
+    """
+    config = dataset(name)
+    config.download = True
+    config.train_split = ""  # "" keeps the dataset's own split
+    config.validation_split = ""
+    config.test_split = ""
+    config.batch_size = batch_size
+    config.eval_batch_size = eval_batch_size
+    config.pp_train = pp_train
+    config.pp_eval = pp_eval
+    config.worker_count = worker_count
+    return config
+
+
+def optim(name: str = "adam", lr: float = 3e-3, schedule: str = "cosine", **overrides: Any) -> ConfigDict:
+    """Every key of mlcv.optim: optimizer, learning-rate schedule, regularizers, gradient clipping.
+
+    Any optimizer, schedule or regularizer is then one override away; ``overrides`` set other keys.
+    """
+    config = ConfigDict()
+    config.name = name  # sgd | momentum | nesterov | adagrad | rmsprop | adam | newton
+    config.lr = lr
+    config.momentum = 0.9  # momentum, nesterov
+    config.b1 = 0.9  # adam
+    config.b2 = 0.999
+    config.eps = 1e-8  # adam, adagrad, rmsprop
+    config.decay = 0.9  # rmsprop
+    config.initial_accumulator = 0.0  # adagrad
+    config.newton_damping = 0.1  # newton: (H + damping I)^-1 g, small models only
+    config.schedule = schedule  # constant | step | cosine | linear | onecycle | cosine_restarts
+    config.warmup_steps = 0
+    config.end_lr_factor = 0.0  # cosine, linear, cosine_restarts: final lr / lr
+    config.milestones_steps = ()  # step
+    config.milestones_epochs = ()
+    config.step_factor = 10.0
+    config.onecycle_pct = 0.3  # onecycle: fraction of steps rising
+    config.div_factor = 25.0
+    config.final_div = 1e4
+    config.momentum_max = 0.95  # onecycle: momentum (or adam b1) moves the opposite way
+    config.momentum_min = 0.85
+    config.cycles = 1  # cosine_restarts
+    config.plateau_factor = 0.0  # > 0: multiply the lr by it when validation loss plateaus
+    config.plateau_patience_evals = 2
+    config.plateau_min_delta = 0.0
+    config.weight_decay = 0.0  # decoupled: theta -= lr * wd * theta
+    config.l2 = 0.0  # coupled, as a loss term (l2 / 2) * |theta|^2
+    config.l1 = 0.0
+    config.decay_mask = "kernels"  # kernels | all
+    config.grad_clip_norm = 0.0
+    config.update(overrides)
+    return config
+
+
+def training(
+    *,
+    seed: int = 0,
+    total_epochs: float | None = 40.0,
+    total_steps: int | None = None,
+    eval_every_epochs: float | None = 2.0,
+    eval_every_steps: int | None = None,
+    log_every_steps: int = 20,
+    metric: str = "accuracy",
+    mode: str = "max",
+) -> ConfigDict:
+    """What the training loop reads of every trained model, whatever its task.
+
+    ``seed``; ``dtype`` and ``split_train_step`` (how the step computes); ``averaging`` (EMA / Polyak
+    parameters evaluated beside the raw ones); :func:`optim` (its defaults: Adam 3e-3, cosine);
+    ``snapshot_ensemble``; durations in epochs or steps (``*_steps`` wins when both are set);
+    ``early_stopping`` (model selection: the checkpoint with the best validation ``metric`` in ``mode``'s
+    direction; a blank metric means the task's headline metric in its evaluator's direction);
+    ``checkpoint``; ``tensorboard``.
+    """
+    config = ConfigDict()
+    config.seed = seed
+    # bfloat16 computes the forward and backward passes in bf16; parameters and optimizer state stay float32.
+    config.dtype = "float32"
+    # "auto" runs the train step as two executables (forward, backward) on CPU, where XLA gains from it.
+    config.split_train_step = "auto"
+
+    # Parameter averaging evaluated beside the raw parameters (mlcv.averaging).
+    config.averaging = ConfigDict()
+    config.averaging.kind = "none"  # none | ema | polyak | cycle
+    config.averaging.ema_decay = 0.99
+    config.averaging.ema_warmup = True
+    config.averaging.start_step = 0  # polyak: first averaged step
+
+    config.optim = optim()
+    # With optim.schedule="cosine_restarts": evaluate the cycle-end snapshots as an ensemble.
+    config.snapshot_ensemble = False
+
+    config.total_epochs = total_epochs
+    config.total_steps = _typed(total_steps, int)
+    config.eval_every_epochs = eval_every_epochs
+    config.eval_every_steps = _typed(eval_every_steps, int)
+    config.log_every_steps = log_every_steps
+    config.log_every_epochs = placeholder(float)
+
+    config.early_stopping = ConfigDict()
+    config.early_stopping.metric = metric
+    config.early_stopping.mode = mode
+    config.early_stopping.patience_evals = 0  # 0 never stops early
+    config.early_stopping.min_delta = 0.0
+    config.early_stopping.use_average = False  # select on the averaged parameters' metric
+
+    config.checkpoint = ConfigDict()
+    config.checkpoint.keep = 2
+    # Checkpoints are written at every evaluation; these add saves in between.
+    config.checkpoint.every_steps = placeholder(int)
+    config.checkpoint.every_epochs = placeholder(float)
+    config.tensorboard = True
+    return config
+
+
+def classification(
+    data: ConfigDict,
+    model: Mapping[str, Any],
+    *,
+    loss: str = "softmax_xent",
+    label_smoothing: float = 0.0,
+    **training_kwargs: Any,
+) -> ConfigDict:
+    """A trained classifier: task, ``loss``, ``data`` (:func:`data`), ``model``, distillation, :func:`training`.
+
+    ``model`` is the model block (``{"name": "cnn", ...}``: mlcv.models' registry name and its keyword
+    arguments); ``training_kwargs`` go to :func:`training`. Model selection is on validation accuracy.
+    The ``distill`` block is read with ``task="distillation"``: teachers are finished runs' workdirs.
+    """
+    head = ConfigDict()
+    head.task = "classification"
+    head.loss = loss
+    head.data = data
+    head.model = ConfigDict(model)
+    head.label_smoothing = label_smoothing
+    # Knowledge distillation (config.task = "distillation"): teachers are finished runs.
+    head.distill = ConfigDict()
+    head.distill.teacher_workdirs = ()
+    head.distill.temperature = 4.0
+    head.distill.alpha = 0.9
+    train = training(**training_kwargs)
+    return _join(ConfigDict({"seed": train.seed}), head, train)
+
+
+def fitted(task: str, data_name: str | None = None, *, seed: int = 0) -> ConfigDict:
+    """A fitted method (mlcv.classic): ``task``, ``seed``, no TensorBoard, and :func:`dataset` if named.
+
+    The method's own blocks (``knn``, ``bovw``, ``cascade``...) stay in its experiment file.
+    """
+    config = ConfigDict({"task": task, "seed": seed, "tensorboard": False})
+    if data_name is not None:
+        config.data = dataset(data_name)
+    return config
