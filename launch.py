@@ -21,7 +21,7 @@ from ml_collections import config_flags
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "digits_cnn.py")
 
 try:
-    from mlcv import cli  # noqa: E402 - light: absl and ml_collections only
+    from mlcv.orchestration import cli
 except ValueError as e:  # a bad MLCV_CPU_CONVOLUTIONS, read on import
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -36,7 +36,9 @@ except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<experiment>[_sweep].")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Run the sweep of the config file's get_sweep().")
 _SWEEP_SHARD = flags.DEFINE_string("sweep_shard", None, "i/n: run every n-th trial from the i-th (0-based).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "summary"], "train: run the experiment; summary: layer table.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "layers"], "train: run the experiment; layers: the model's layer table."
+)
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for a multi-host run (default $JAX_COORDINATOR_ADDRESS)."
 )

@@ -3,7 +3,7 @@
 Run:
   .venv/bin/python benchmarks/depth_forest.py [--train_images 300] [--pixels 300] [--features 200] [--depth 20]
 
-Body pixels are sampled from synthetic depth images (:mod:`mlcv.data.bodies`); a fixed set of
+Body pixels are sampled from synthetic depth images (:mod:`mlcv.data.sources.bodies`); a fixed set of
 ``--features`` random depth-comparison features is evaluated at every sampled pixel, giving one
 feature matrix for training and one for held-out images. Both forests fit the same matrix with the
 same number of trees, depth, candidate features per node (``max_features``), entropy criterion and
@@ -44,10 +44,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlcv.classic import forest as rf  # noqa: E402
-from mlcv.classic.depth_features import DepthFeatures, depth_feature, sample_offsets, sample_pixels  # noqa: E402
-from mlcv.classic.depth_forest import part_iou  # noqa: E402
-from mlcv.data import bodies  # noqa: E402
+from mlcv.classic.algorithms import forest as rf  # noqa: E402
+from mlcv.classic.algorithms.depth_features import DepthFeatures, depth_feature, sample_offsets, sample_pixels  # noqa: E402
+from mlcv.classic.methods.depth_forest import part_iou  # noqa: E402
+from mlcv.data.sources import bodies  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Both classify the 540 queries of scikit-learn's digits after the first 1,257
 Times are the median of ``--repeats`` calls after one warm-up call (mlcv's
 first call compiles; that compile time is its own column). ``agree`` is the
 share of identical predictions; the rest are queries where training points
-of different labels tie at the k-th distance (see mlcv/classic/knn.py).
+of different labels tie at the k-th distance (see mlcv/classic/algorithms/knn.py).
 
 On the quiet 2-core CPU: mlcv 15.6 / 4.8 / 39.9 ms for p = 1 / 2 / 3, scikit-learn
 23.9 / 5.0 / 301.6 ms (0.65x / 0.95x / 0.13x its time), 4 s for the whole script.
@@ -30,7 +30,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlcv.classic import knn  # noqa: E402
+from mlcv.classic.algorithms import knn  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:

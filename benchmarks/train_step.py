@@ -6,7 +6,7 @@ Run (PyTorch is a peer here, not a dependency of mlcv: install it into the venv 
 
 Measures a full training step (forward, backward, SGD-momentum update) of ResNet-18 with the CIFAR stem
 (3x3 conv, no max-pool) at 32x32, batch 128, float32, for:
-  - mlcv as its training loop runs it by default (mlcv.train.compile_train_step): XLA's Eigen
+  - mlcv as its training loop runs it by default (mlcv.training.loop.compile_train_step): XLA's Eigen
     convolutions (mlcv sets --xla_cpu_experimental_ynn_fusion_type=-individual_convolution on import)
     and the forward and backward passes compiled as two executables (config.split_train_step='auto'),
   - the same as one executable,
@@ -39,8 +39,10 @@ def _jax_worker(steps: int, batch: int, size: int, split: bool, profile: bool = 
     import numpy as np
 
     from experiments import digits_cnn
-    from mlcv import models, optim, sharding, train
+    from mlcv import models, optim
     from mlcv.tasks.classification import ClassificationTask
+    from mlcv.training import loop as train
+    from mlcv.training import sharding
 
     config = digits_cnn.get_config()
     model = models.get("resnet18", num_classes=10, stem="cifar")
@@ -55,7 +57,7 @@ def _jax_worker(steps: int, batch: int, size: int, split: bool, profile: bool = 
     state = sharding.put_replicated(task.init(jax.random.PRNGKey(0), data, tx), mesh)
     data = sharding.put_batch(data, mesh)
     t0 = time.perf_counter()
-    # The training loop's own compiled step (mlcv.train.compile_train_step).
+    # The training loop's own compiled step (mlcv.training.loop.compile_train_step).
     step = train.compile_train_step(task, state, data, mesh, split=split)
     compile_s = time.perf_counter() - t0
     flops = float("nan")

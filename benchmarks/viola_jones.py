@@ -29,8 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import faces_viola_jones  # noqa: E402
-from mlcv.classic import adaboost, face_windows, haar  # noqa: E402
-from mlcv.classic.viola_jones import ViolaJones  # noqa: E402
+from mlcv.classic.algorithms import adaboost, haar  # noqa: E402
+from mlcv.classic.methods import face_windows  # noqa: E402
+from mlcv.classic.methods.viola_jones import ViolaJones  # noqa: E402
 from mlcv.ops import boxes as box_ops  # noqa: E402
 
 

@@ -35,8 +35,18 @@ os.environ["XLA_FLAGS"] = cpu_convolution_flags(dict(os.environ))
 
 
 def run(config, workdir) -> dict[str, Any]:
-    """Runs the experiment ``config`` in ``workdir`` (see :func:`mlcv.train.run`)."""
-    # Imported on call so that ``import mlcv`` stays cheap for config files.
-    from mlcv import train
+    """Runs the experiment ``config`` in ``workdir``; returns its ``summary.json`` contents.
 
-    return train.run(config, workdir)
+    A fitted method (``config.task`` in :mod:`mlcv.classic`) goes to the fitted-method runner, any other
+    task to the one training loop (:func:`mlcv.training.loop.run`).
+    """
+    # Imported on call so that ``import mlcv`` stays cheap for config files.
+    from mlcv import classic
+
+    if classic.is_fitted(config.task):
+        from mlcv.classic import runner
+
+        return runner.run(config, workdir)
+    from mlcv.training import loop
+
+    return loop.run(config, workdir)

@@ -8,9 +8,11 @@ import statistics
 import pytest
 
 from experiments import digits_ablation, digits_cnn
-from mlcv import ablation, cli, ensemble, train
-from mlcv.ablation import Row, RunsOf
 from mlcv.config import ConfigError
+from mlcv.orchestration import ablation, cli
+from mlcv.orchestration.ablation import Row, RunsOf
+from mlcv.training import loop as train
+from mlcv.training import runs
 
 
 def _config():
@@ -52,8 +54,8 @@ def test_table_values_and_resume(tmp_path, monkeypatch):
     assert table[1][3] == f"{100 * _summary(wd, 'lr', 0)['test']['accuracy']:.2f}"
     ema = [100 * s["test_avg"]["accuracy"] for s in base]
     assert table[2][3] == f"{statistics.fmean(ema):.2f} ± {statistics.stdev(ema):.2f}"
-    members = [ensemble.load_run(ablation.run_dir(wd, "base", s)) for s in (0, 1)]
-    assert table[3][3] == f"{100 * ensemble.evaluate(members)['ensemble_accuracy']:.2f}"
+    members = [runs.load_run(ablation.run_dir(wd, "base", s)) for s in (0, 1)]
+    assert table[3][3] == f"{100 * runs.evaluate_runs(members)['ensemble']['accuracy']:.2f}"
     student_cfg = json.loads((ablation.run_dir(wd, "student", 0) / "config.json").read_text())
     assert student_cfg["distill"]["teacher_workdirs"] == [str(ablation.run_dir(wd, "base", s)) for s in (0, 1)]
     assert (wd / "ablation.md").read_text().count("\n| ") == len(ROWS) + 1
@@ -90,7 +92,7 @@ def test_digits_ablation_file_is_consistent():
 
 EXPERIMENT = """
 from experiments import digits_cnn
-from mlcv.ablation import Row
+from mlcv.orchestration.ablation import Row
 
 
 def get_config(arg=None):

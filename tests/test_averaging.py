@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from experiments import digits_cnn
-from mlcv import averaging, train
-from mlcv.checkpoint import read_state
+from mlcv import averaging
 from mlcv.config import ConfigError
+from mlcv.training import loop as train
+from mlcv.training.checkpoint import read_state
 
 THETAS = [np.array([1.0, -2.0]), np.array([3.0, 0.5]), np.array([-1.0, 4.0]), np.array([2.0, 2.0])]
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, log_loss
 
 from experiments import digits_cnn
-from mlcv import ensemble, losses, train
+from mlcv import data, losses
 from mlcv.config import ConfigError
+from mlcv.data import pipeline
+from mlcv.orchestration import ensemble
+from mlcv.training import loop as train
+from mlcv.training import runs as runs_lib
 
 
 def _config(seed: int, steps: int = 60):
@@ -26,23 +30,42 @@ def teachers(tmp_path_factory):
     return [(root / f"s{s}", train.run(_config(s), root / f"s{s}")) for s in (0, 1)]
 
 
+def _probabilities(runs, role="test"):
+    """Every member's softmax probabilities and the labels of a split, in NumPy, batch by batch."""
+    spec = data.get("digits")
+    src = data.source(spec, spec.splits[role])
+    probs, labels = [[] for _ in runs], []
+    for batch in pipeline.eval_batches(
+        src, batch_size=128, pp="normalize", op_defaults=spec.op_defaults, keys=("image", "label")
+    ):
+        n = int(batch["mask"].sum())
+        labels.append(batch["label"][:n])
+        for i, r in enumerate(runs):
+            logits = np.asarray(r.predict(batch)["logits"][:n], np.float64)
+            e = np.exp(logits - logits.max(-1, keepdims=True))
+            probs[i].append(e / e.sum(-1, keepdims=True))
+    return np.stack([np.concatenate(p) for p in probs]), np.concatenate(labels)
+
+
 def test_members_match_their_runs_and_ensemble_averages_probabilities(teachers):
-    """Each member's accuracy is its run's own test accuracy; the ensemble is the argmax of mean probabilities."""
-    runs = [ensemble.load_run(wd) for wd, _ in teachers]
-    result = ensemble.evaluate(runs, "test")
+    """Each member's metrics are its run's own; the ensemble is the argmax of mean probabilities, its loss their NLL."""
+    runs = [runs_lib.load_run(wd) for wd, _ in teachers]
+    result = runs_lib.evaluate_runs(runs, "test")
     for member, (_, summary) in zip(result["members"], teachers, strict=True):
         assert member["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-9)
+        assert member["loss"] == pytest.approx(summary["test"]["loss"], abs=1e-6)
         assert member["step"] == summary["best_step"]
-    probs, labels = ensemble.predict(runs, "test")
+    probs, labels = _probabilities(runs)
     assert probs.shape == (2, 360, 10)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
-    assert result["ensemble_accuracy"] == pytest.approx(accuracy_score(labels, probs.mean(0).argmax(-1)))
+    mean = probs.mean(0)
+    assert result["ensemble"]["accuracy"] == pytest.approx(accuracy_score(labels, mean.argmax(-1)))
+    assert result["ensemble"]["loss"] == pytest.approx(log_loss(labels, mean, labels=range(10)), rel=1e-4)
 
 
 def test_load_run_errors(tmp_path):
     """A directory without a run, or a missing step, is a clear ConfigError."""
     with pytest.raises(ConfigError, match="no config.json"):
-        ensemble.load_run(tmp_path)
+        runs_lib.load_run(tmp_path)
 
 
 def test_distillation_loss_by_hand():
@@ -77,14 +100,14 @@ def test_distillation_from_ensemble_trains(teachers, tmp_path):
 
 
 def test_ensemble_command_line(teachers, capsys):
-    """python -m mlcv.ensemble prints the same JSON result as ensemble.evaluate; a bad workdir exits 2."""
+    """python -m mlcv.orchestration.ensemble prints the result of evaluate_runs as JSON; a bad workdir exits 2."""
     import json
 
     dirs = [str(wd) for wd, _ in teachers]
     assert ensemble.main(dirs) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["ensemble_accuracy"] == pytest.approx(
-        ensemble.evaluate([ensemble.load_run(d) for d in dirs])["ensemble_accuracy"]
+    assert printed["ensemble"]["accuracy"] == pytest.approx(
+        runs_lib.evaluate_runs([runs_lib.load_run(d) for d in dirs])["ensemble"]["accuracy"]
     )
     assert ensemble.main(["/nonexistent-run"]) == 2
     assert "error:" in capsys.readouterr().err

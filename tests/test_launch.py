@@ -65,10 +65,10 @@ def test_persistent_compilation_cache(tmp_path):
 
 
 def test_summary_mode(tmp_path):
-    """--mode=summary prints the layer table of the experiment's model and trains nothing."""
+    """--mode=layers prints the layer table of the experiment's model and trains nothing."""
     wd = tmp_path / "sum"
-    proc = subprocess.run(launch_cmd("--mode=summary", f"--workdir={wd}"), cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(launch_cmd("--mode=layers", f"--workdir={wd}"), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # The default digits CNN: 99,370 parameters, counted by hand in tests/models/test_models.py.
     assert "99,370 parameters" in proc.stdout
-    assert (wd / "summary_table.md").is_file() and not (wd / "checkpoints").exists()
+    assert (wd / "layers.md").is_file() and not (wd / "checkpoints").exists()

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 from conftest import ROOT, launch_cmd
 
-from mlcv.checkpoint import read_state
 from mlcv.report import read_metrics
+from mlcv.training.checkpoint import read_state
 
 
 def _run(workdir, devices: int) -> None:

@@ -11,8 +11,8 @@ import jax
 import numpy as np
 from conftest import ROOT, launch_cmd
 
-from mlcv.checkpoint import read_state
 from mlcv.report import read_metrics
+from mlcv.training.checkpoint import read_state
 
 ARGS = [
     "--config=experiments/digits_cnn.py:runlocal",

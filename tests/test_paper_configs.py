@@ -6,7 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import cifar_resnet, imagenet_resnet50
-from mlcv import train
+from mlcv.training import loop as train
 
 
 @pytest.mark.parametrize("depth", cifar_resnet.DEPTHS)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from experiments import digits_cnn
-from mlcv import train
-from mlcv.checkpoint import read_state
 from mlcv.report import read_metrics
+from mlcv.training import loop as train
+from mlcv.training.checkpoint import read_state
 
 
 def _config(steps: int):
@@ -33,7 +33,7 @@ def test_snapshot_ensemble_and_cycle_average(tmp_path):
     summary = train.run(config, wd)
     ens = summary["test_snapshot_ensemble"]
     assert [m["step"] for m in ens["members"]] == [8, 16, 24]
-    assert 0.0 <= ens["ensemble_accuracy"] <= 1.0
+    assert 0.0 <= ens["ensemble"]["accuracy"] <= 1.0
     snaps = [read_state(wd / "checkpoints" / str(s)) for s in (8, 16, 24)]
     expected = jax.tree.map(lambda *xs: np.mean(xs, axis=0), *[s["params"] for s in snaps])
     got = snaps[-1]["avg"]["params"]

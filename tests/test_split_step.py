@@ -7,8 +7,8 @@ import json
 import pytest
 
 from experiments import digits_cnn, digits_linear
-from mlcv import train
 from mlcv.config import ConfigError
+from mlcv.training import loop as train
 
 
 def _losses(workdir):

@@ -15,8 +15,10 @@ import pytest
 from conftest import ROOT, launch_cmd
 
 from experiments import digits_cnn
-from mlcv import cli, sweep, sweep_results, train
 from mlcv.config import ConfigError
+from mlcv.orchestration import cli, sweep
+from mlcv.orchestration import sweep_table as sweep_results
+from mlcv.training import loop as train
 
 # ---------------------------------------------------------------- expansion
 
@@ -242,14 +244,14 @@ def test_diverged_trial_is_recorded_and_not_retried(tmp_path, monkeypatch):
     # No repeat keys: the selected trial is marked in the trial table, and there is no grouped table.
     assert "complete (selected)" in md and "Mean ±" not in md
     res = sweep_results.results(tmp_path)
-    assert res["selected"]["label"] == "optim.lr=0.125" and res["selected"]["test"] == pytest.approx(0.475)
+    assert res["selected"]["name"] == "optim.lr=0.125" and res["selected"]["test"] == pytest.approx(0.475)
 
 
 def test_a_tie_on_validation_goes_to_the_first_and_is_said(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "run", _FakeTrain())  # its scores ignore model.dense: both groups tie
     sweep.run(_base(), {"type": "grid", "params": {"model.dense": [16, 8]}, "repeat": {"seed": [0, 1]}}, tmp_path)
     selected = sweep_results.results(tmp_path)["selected"]
-    assert selected["label"] == "model.dense=16" and selected["tied_with"] == ["model.dense=8"]
+    assert selected["name"] == "model.dense=16" and selected["tied_with"] == ["model.dense=8"]
     assert "(tied on validation with model.dense=8; the first listed wins)" in (tmp_path / "sweep.md").read_text()
 
 
@@ -369,7 +371,7 @@ def test_results_table_matches_the_trial_summaries(interrupted_sweep):
 
     selected = sweep_results.results(wd)["selected"]
     test = [s["test"]["accuracy"] for s in groups[best]]
-    assert selected["label"] == f"optim.lr={best}"
+    assert selected["name"] == f"optim.lr={best}"
     assert selected["test"] == pytest.approx(statistics.fmean(test))
     assert selected["test_std"] == pytest.approx(statistics.stdev(test))
     # The test split appears in one line only: the selection's.

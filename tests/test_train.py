@@ -17,10 +17,12 @@ import pytest
 from conftest import launch_cmd
 
 from experiments import digits_cnn
-from mlcv import cli, tasks, train
-from mlcv.checkpoint import read_state
+from mlcv import tasks
+from mlcv.orchestration import cli
 from mlcv.report import read_metrics
 from mlcv.tasks.classification import ClassificationTask
+from mlcv.training import loop as train
+from mlcv.training.checkpoint import read_state
 
 RUNLOCAL = ["--config", "experiments/digits_cnn.py:runlocal"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,11 +118,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
 class _NanAfterStep7(ClassificationTask):
     """The classification task, with the loss turned NaN from step 8 on."""
 
-    def train_step(self, state, batch):
-        step = state.step
-        state, metrics = super().train_step(state, batch)
-        metrics["loss"] = jnp.where(step >= 7, jnp.nan, metrics["loss"])
-        return state, metrics
+    def losses(self, outputs, batch, context):
+        return {k: jnp.where(context.step >= 7, jnp.nan, v) for k, v in super().losses(outputs, batch, context).items()}
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):

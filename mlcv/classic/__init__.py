@@ -14,11 +14,11 @@ from mlcv.config import ConfigError
 
 # name -> "module:Class"; imported on use so that listing names stays cheap.
 _METHODS = {
-    "knn": "mlcv.classic.knn:KNN",
-    "bovw": "mlcv.classic.bovw:BagOfWords",
-    "viola_jones": "mlcv.classic.viola_jones:ViolaJones",
-    "depth_forest": "mlcv.classic.depth_forest:DepthForest",
-    "block_matching": "mlcv.classic.block_matching:BlockMatching",
+    "knn": "mlcv.classic.methods.knn:KNN",
+    "bovw": "mlcv.classic.methods.bovw:BagOfWords",
+    "viola_jones": "mlcv.classic.methods.viola_jones:ViolaJones",
+    "depth_forest": "mlcv.classic.methods.depth_forest:DepthForest",
+    "block_matching": "mlcv.classic.methods.block_matching:BlockMatching",
 }
 
 

@@ -1,4 +1,4 @@
-"""Runs a fitted method into a workdir: the closed-form counterpart of :func:`mlcv.train.run`."""
+"""Runs a fitted method into a workdir: the closed-form counterpart of :func:`mlcv.training.loop.run`."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from mlcv.data.registry import (
     load_arrays,
     meta,
     num_classes,
+    register,
     source,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "load_arrays",
     "meta",
     "num_classes",
+    "register",
     "source",
 ]

@@ -226,8 +226,27 @@ _open_source = source
 
 
 def _builder(name: str, data_dir: str | None):
-    module, cls = _BUILDERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(data_dir=data_dir, file_format="array_record")
+    builder = _BUILDERS[name]
+    if isinstance(builder, str):
+        module, cls = builder.split(":")
+        builder = getattr(importlib.import_module(module), cls)
+    return builder(data_dir=data_dir, file_format="array_record")
+
+
+def register(spec: DatasetSpec, builder: type | str) -> DatasetSpec:
+    """Registers a built-in dataset: its spec and its TFDS builder (a class, or ``"module:Class"`` imported on use).
+
+    Raises:
+      ValueError: the name is taken, or the spec does not declare its features.
+    """
+    if spec.name in _BUILTIN:
+        raise ValueError(f"dataset {spec.name!r} registered twice")
+    if not spec.features:
+        raise ValueError(f"dataset {spec.name!r}: declare its features, so that meta() needs no data")
+    spec = dataclasses.replace(spec, builtin=True)
+    _BUILTIN[spec.name] = spec
+    _BUILDERS[spec.name] = builder
+    return spec
 
 
 def meta(spec: DatasetSpec, source: Any = None, *, data_dir: str | None = None) -> DatasetMeta:

@@ -51,6 +51,9 @@ class Evaluator(abc.ABC):
     directions: ClassVar[dict[str, str]] = {}
     #: The scalars that are fractions in [0, 1] and are shown as percentages in reports.
     percent: ClassVar[frozenset[str]] = frozenset()
+    #: Scalars that a healthy run never leaves non-finite: a NaN on validation stops the run
+    #: (the loss does; an average precision without positives is NaN for a legitimate reason).
+    must_be_finite: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def batch_fn(self, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]) -> Any:

@@ -23,6 +23,7 @@ class LossEvaluator(SummingEvaluator):
     """
 
     directions = {"loss": "min"}
+    must_be_finite = frozenset({"loss"})
 
     def __init__(self, loss_key: str = "loss"):
         self.loss_key = loss_key

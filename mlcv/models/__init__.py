@@ -65,11 +65,12 @@ def get(name: str, **kwargs: Any) -> nn.Module:
         raise ConfigError(f"bad arguments for model {name!r} (config.model): {e}") from None
 
 
-def from_config(config: Any, num_classes: int) -> nn.Module:
+def from_config(config: Any, **fields: Any) -> nn.Module:
     """The model that ``config.model`` describes: ``name`` plus the model's own keyword arguments.
 
-    Lists (as JSON-loaded configs of finished runs hold them) become tuples, the form Flax module fields
-    are declared with.
+    ``fields`` are what the task derives from the dataset (``num_classes=meta.num_classes`` for a
+    classifier). Lists (as JSON-loaded configs of finished runs hold them) become tuples, the form Flax
+    module fields are declared with.
     """
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k != "name"}
-    return get(config["name"], num_classes=num_classes, **kwargs)
+    return get(config["name"], **fields, **kwargs)

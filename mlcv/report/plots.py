@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mlcv.report.tables import format_value, is_number  # noqa: E402
+
 
 def plot_curves(records: Sequence[dict[str, Any]], metric: str, path: str | os.PathLike) -> None:
     """Plots ``<split>/<metric>`` against step for every split that logged it."""
@@ -80,7 +82,9 @@ def plot_schedules(total_steps: int, schedules: dict[str, Any], path: str | os.P
     plt.close(fig)
 
 
-def plot_ablation(stats: Sequence[tuple[str, float, float | None]], path: str | os.PathLike) -> None:
+def plot_ablation(
+    stats: Sequence[tuple[str, float, float | None]], path: str | os.PathLike, xlabel: str = "test metric, mean ± std"
+) -> None:
     """Horizontal bars of each row's mean with its std as an error bar, first row on top."""
     labels = [label for label, _, _ in stats]
     means = np.array([m for _, m, _ in stats])
@@ -91,9 +95,40 @@ def plot_ablation(stats: Sequence[tuple[str, float, float | None]], path: str | 
     ax.set_yticks(y, labels, fontsize=8)
     lo = max(0.0, float(np.min(means - errs)) - 2.0)
     ax.set_xlim(lo, min(100.0, float(np.max(means + errs)) + 0.5))
-    ax.set_xlabel("test accuracy (%), mean ± std")
+    ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_sweep_key(points: Sequence[tuple[Any, float]], key: str, ylabel: str, log: bool, path: Path) -> None:
+    """A validation metric against one swept key: one point per trial, and the mean per value under repeats."""
+    if not points:
+        return
+    xs, ys = zip(*points, strict=True)
+    numeric = all(is_number(x) for x in xs)
+    if not numeric:  # strings, tuples, booleans: one category each, in order of first appearance
+        cats = list(dict.fromkeys(format_value(x) for x in xs))
+        xs = [cats.index(format_value(x)) for x in xs]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(xs, ys, "o", alpha=0.7, label="trial")
+    distinct = sorted(set(xs))
+    if len(distinct) < len(xs):  # repeats: the mean per value shows the trend through the seed noise
+        means = [float(np.mean([y for x, y in zip(xs, ys, strict=True) if x == d])) for d in distinct]
+        ax.plot(distinct, means, "-", label="mean")
+        ax.legend()
+    if not numeric:
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 6 else 0)
+    elif log:
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,13 +1,19 @@
-"""Tasks by name: how a model is initialised, trained and evaluated."""
+"""Tasks by name: what a model is built from, what it is trained to minimise and how it is evaluated.
+
+Every task follows :class:`mlcv.tasks.base.Task`; the one training loop runs any of them.
+"""
 
 from __future__ import annotations
 
 from mlcv.config import ConfigError
-from mlcv.tasks.base import TrainState
+from mlcv.tasks.base import StepContext, Task
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
 
-_TASKS = {"classification": ClassificationTask, "distillation": DistillationTask}
+_TASKS: dict[str, type[Task]] = {
+    "classification": ClassificationTask,
+    "distillation": DistillationTask,
+}
 
 
 def names() -> list[str]:
@@ -15,11 +21,23 @@ def names() -> list[str]:
     return sorted(_TASKS)
 
 
-def get(name: str) -> type:
+def get(name: str) -> type[Task]:
     """The task class registered as ``name``."""
     if name not in _TASKS:
         raise ConfigError(f"unknown task {name!r} (config.task); valid tasks: {', '.join(names())}")
     return _TASKS[name]
 
 
-__all__ = ["TrainState", "get", "names"]
+def register(name: str):
+    """Registers a :class:`Task` subclass under ``name`` (a decorator)."""
+
+    def wrap(cls: type[Task]) -> type[Task]:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} registered twice")
+        _TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+__all__ = ["StepContext", "Task", "get", "names", "register"]

@@ -8,7 +8,7 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import AdaBoostClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from mlcv.classic import adaboost
+from mlcv.classic.algorithms import adaboost
 
 
 def _brute_force(values: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, launch_cmd
 
-from mlcv import train
+import mlcv
 from mlcv.config import ConfigError
-from mlcv.data import stereo as stereo_data
+from mlcv.data.sources import stereo as stereo_data
 from mlcv.ops import stereo as ops
 
 EXPERIMENT = str(ROOT / "experiments" / "motorcycle_block_matching.py")
@@ -48,7 +48,7 @@ def test_runlocal_through_launch_writes_the_workdir(tmp_path):
     for name in ("test_disparity.png", "validation_disparity.png", "selection.png"):
         assert (workdir / "plots" / name).stat().st_size > 1000
     # The same config in this process gives the same numbers (all but the timing).
-    again = train.run(_config(), tmp_path / "again")
+    again = mlcv.run(_config(), tmp_path / "again")
     for role in ("validation", "test"):
         got = {k: v for k, v in again[role].items() if k != "match_time_ms"}
         assert got == {k: v for k, v in summary[role].items() if k != "match_time_ms"}
@@ -72,7 +72,7 @@ def test_bad_values_are_config_errors_before_anything_is_written(tmp_path, key, 
         node = node[part]
     node[leaf] = value
     with pytest.raises(ConfigError, match=match):
-        train.run(config, tmp_path / "run")
+        mlcv.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -9,9 +9,9 @@ import pytest
 import scipy.ndimage
 from sklearn.linear_model import Ridge
 
+import mlcv
 from experiments import faces_bovw
-from mlcv import train
-from mlcv.classic import bovw, descriptors
+from mlcv.classic.algorithms import descriptors, encodings
 from mlcv.config import ConfigError
 
 # Two codewords in 2-D, and two images of up to four descriptors; the mask hides padding rows.
@@ -26,10 +26,10 @@ MASK = np.array([[True, True, True, False], [True, False, False, False]])
 
 
 def test_histogram_counts_nearest_codewords_by_hand():
-    words = bovw.nearest_words(DESC, CENTRES)
+    words = encodings.nearest_words(DESC, CENTRES)
     # (1, 2) and (-1, 1) are nearer (0, 0); (12, 0) and (9, -1) are nearer (10, 0).
     assert words[0, :3].tolist() == [0, 0, 1] and words[1, 0] == 1
-    np.testing.assert_array_equal(bovw.histogram(words, MASK, 2), [[2, 1], [0, 1]])
+    np.testing.assert_array_equal(encodings.histogram(words, MASK, 2), [[2, 1], [0, 1]])
 
 
 def test_vlad_by_hand():
@@ -37,15 +37,15 @@ def test_vlad_by_hand():
     # Concatenated (0, 3, 2, 0); power 0.5 gives (0, sqrt 3, sqrt 2, 0), of L2 norm sqrt 5.
     # Image 1: codeword 0 gets nothing, (9, -1) - (10, 0) = (-1, -1): (0, 0, -1, -1) -> power (0, 0, -1, -1)
     # -> L2 (0, 0, -1/sqrt 2, -1/sqrt 2).
-    v = bovw.vlad(DESC, MASK, CENTRES, alpha=0.5)
+    v = encodings.vlad(DESC, MASK, CENTRES, alpha=0.5)
     np.testing.assert_allclose(v[0], [0, np.sqrt(3 / 5), np.sqrt(2 / 5), 0], rtol=1e-6)
     np.testing.assert_allclose(v[1], [0, 0, -np.sqrt(0.5), -np.sqrt(0.5)], rtol=1e-6)
     # alpha = 1 is plain L2 normalisation of (0, 3, 2, 0).
-    np.testing.assert_allclose(bovw.vlad(DESC, MASK, CENTRES, alpha=1.0)[0], np.array([0, 3, 2, 0]) / np.sqrt(13))
+    np.testing.assert_allclose(encodings.vlad(DESC, MASK, CENTRES, alpha=1.0)[0], np.array([0, 3, 2, 0]) / np.sqrt(13))
 
 
 def test_power_l2_keeps_signs_and_zero_rows():
-    out = np.asarray(bovw.power_l2(np.array([[-4.0, 1.0], [0.0, 0.0]]), 0.5))
+    out = np.asarray(encodings.power_l2(np.array([[-4.0, 1.0], [0.0, 0.0]]), 0.5))
     np.testing.assert_allclose(out, [[-2 / np.sqrt(5), 1 / np.sqrt(5)], [0.0, 0.0]], rtol=1e-6)
 
 
@@ -53,7 +53,7 @@ def test_power_l2_keeps_signs_and_zero_rows():
 def test_ridge_equals_sklearn_ridge(n, d):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(n, d)), rng.integers(0, 3, n)
-    w, b = bovw.fit_ridge(x, y, 2.5, 3)
+    w, b = encodings.fit_ridge(x, y, 2.5, 3)
     ref = Ridge(alpha=2.5).fit(x, 2.0 * np.eye(3)[y] - 1.0)
     np.testing.assert_allclose(w, ref.coef_.T, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(b, ref.intercept_, rtol=1e-6, atol=1e-9)
@@ -103,7 +103,7 @@ def test_grid_is_centred_and_scales_are_in_range():
 
 def test_runlocal_end_to_end(tmp_path):
     config = faces_bovw.get_config("runlocal")
-    summary = train.run(config, tmp_path / "run")
+    summary = mlcv.run(config, tmp_path / "run")
     run = tmp_path / "run"
     for role in ("validation", "test"):
         assert set(summary[role]) == {"accuracy", "pixels/accuracy", "histogram/accuracy", "vlad/accuracy"}
@@ -117,7 +117,7 @@ def test_runlocal_end_to_end(tmp_path):
     plots = {p.name for p in (run / "plots").iterdir()}
     assert plots == {"bovw_keypoints.png", "bovw_codebook.png"}
     # The same seed gives the same numbers.
-    assert train.run(config, tmp_path / "again")["test"] == summary["test"]
+    assert mlcv.run(config, tmp_path / "again")["test"] == summary["test"]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_bad_config_is_an_error_before_anything_is_written(tmp_path, key, value)
     config = faces_bovw.get_config("runlocal")
     config.bovw[key] = value
     with pytest.raises(ConfigError, match=f"config.bovw.{key}"):
-        train.run(config, tmp_path / "bad")
+        mlcv.run(config, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
 
@@ -141,7 +141,7 @@ def test_colour_catalogue_dataset_on_mock_data(tmp_path):
     config = faces_bovw.get_config("runlocal")
     config.data.name = "cifar10"
     with tfds.testing.mock_data(num_examples=30):
-        summary = train.run(config, tmp_path / "cifar")
+        summary = mlcv.run(config, tmp_path / "cifar")
     assert 0 <= summary["test"]["vlad/accuracy"] <= 1
     assert summary["fit"]["pixels_dims"] == 32 * 32 * 3
     assert summary["fit"]["vlad_dims"] == config.bovw.codebook_size * config.bovw.patch_samples**2 * 3

@@ -11,11 +11,11 @@ import pytest
 from conftest import ROOT, launch_cmd
 from sklearn.cluster import MeanShift
 
+import mlcv
 from experiments import bodies_forest
-from mlcv import train
-from mlcv.classic.depth_features import DepthFeatures, depth_feature, sample_pixels
-from mlcv.classic.depth_forest import part_iou
-from mlcv.classic.mean_shift import distinct_modes, mean_shift, strongest_mode
+from mlcv.classic.algorithms.depth_features import DepthFeatures, depth_feature, sample_pixels
+from mlcv.classic.algorithms.mean_shift import distinct_modes, mean_shift, strongest_mode
+from mlcv.classic.methods.depth_forest import part_iou
 from mlcv.config import ConfigError
 
 BG = 10.0
@@ -143,7 +143,7 @@ def test_runlocal_through_launch_writes_the_workdir(tmp_path):
     assert [r["step"] for r in records] == [4, 8] and all("validation/miou" in r for r in records)
     assert (wd / "plots" / "parts.png").stat().st_size > 0
     # The same config in this process gives the same numbers.
-    again = train.run(bodies_forest.get_config("runlocal"), tmp_path / "again")
+    again = mlcv.run(bodies_forest.get_config("runlocal"), tmp_path / "again")
     assert again["test"] == pytest.approx(test, nan_ok=True)
 
 
@@ -178,7 +178,7 @@ def test_bad_values_name_their_key(tmp_path, key, value):
     group, name = key.split(".")
     config[group][name] = value
     with pytest.raises(ConfigError, match=re.escape(f"config.{key}")):
-        train.run(config, tmp_path / "run")
+        mlcv.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -186,7 +186,7 @@ def test_features_are_nearly_depth_invariant():
     # One sphere (radius 0.5) at 3 m and at 6 m: dividing the offsets by D(p) makes the probes land on
     # about the same point of the sphere (up to perspective and rounding), so the feature barely
     # changes; the same offsets in pixels instead land twice as far out on the far sphere.
-    from mlcv.data import bodies
+    from mlcv.data.sources import bodies
 
     size, focal = 257, 200.0
     rays = bodies.camera_rays(size, focal)

@@ -8,7 +8,7 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from mlcv.classic import forest as rf
+from mlcv.classic.algorithms import forest as rf
 
 
 def _data(n=300, features=6, classes=3, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlcv.classic import haar
+from mlcv.classic.algorithms import haar
 from mlcv.ops.integral import integral_image, window_mean_std
 
 

@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, make_blobs
 
-from mlcv.classic import kmeans
+from mlcv.classic.algorithms import kmeans
 
 
 @pytest.fixture(scope="module")

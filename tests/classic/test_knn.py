@@ -12,9 +12,9 @@ from scipy.spatial.distance import cdist
 from sklearn.datasets import load_digits
 from sklearn.neighbors import KNeighborsClassifier
 
+import mlcv
 from experiments import digits_knn
-from mlcv import train
-from mlcv.classic import knn
+from mlcv.classic.algorithms import knn
 from mlcv.config import ConfigError
 
 
@@ -133,8 +133,8 @@ def test_bad_k_is_a_config_error_before_anything_is_written(tmp_path):
     config = digits_knn.get_config("runlocal")
     config.knn.k = 0
     with pytest.raises(ConfigError, match=r"config\.knn\.k\b"):
-        train.run(config, tmp_path / "bad")
+        mlcv.run(config, tmp_path / "bad")
     config.knn.k, config.knn.p_grid = None, (2.0, -1.0)
     with pytest.raises(ConfigError, match=r"config\.knn\.p_grid"):
-        train.run(config, tmp_path / "bad")
+        mlcv.run(config, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

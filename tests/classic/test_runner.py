@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from sklearn.neighbors import NearestCentroid
 
-from mlcv import classic, data, train
+import mlcv
+from mlcv import classic, data
 from mlcv.classic.base import FittedMethod
 from mlcv.config import ConfigError
 
@@ -60,7 +61,7 @@ def _config(**kw):
 
 
 def test_fitted_run_writes_the_workdir_and_matches_sklearn(centroid_task, tmp_path):
-    summary = train.run(_config(), tmp_path / "run")
+    summary = mlcv.run(_config(), tmp_path / "run")
     d = {r: data.load_arrays("digits", r) for r in ("train", "test")}
     ref = NearestCentroid().fit(d["train"]["image"].reshape(-1, 64), d["train"]["label"])
     expected = (ref.predict(d["test"]["image"].reshape(-1, 64)) == d["test"]["label"]).mean()
@@ -72,14 +73,14 @@ def test_fitted_run_writes_the_workdir_and_matches_sklearn(centroid_task, tmp_pa
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 10
     # The same command again fits again: the same numbers, metrics rewritten rather than appended to.
-    again = train.run(_config(), run)
+    again = mlcv.run(_config(), run)
     assert again["test"] == summary["test"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 10
 
 
 def test_bad_config_fails_before_writing(centroid_task, tmp_path):
     with pytest.raises(ConfigError, match="config.shrink"):
-        train.run(_config(shrink=-1.0), tmp_path / "run")
+        mlcv.run(_config(shrink=-1.0), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -89,6 +90,6 @@ def test_unknown_method_is_a_config_error():
 
 
 def test_workdir_of_another_config_is_refused(centroid_task, tmp_path):
-    train.run(_config(), tmp_path / "run")
+    mlcv.run(_config(), tmp_path / "run")
     with pytest.raises(ConfigError, match="different config"):
-        train.run(_config(shrink=1.0), tmp_path / "run")
+        mlcv.run(_config(shrink=1.0), tmp_path / "run")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, launch_cmd
 
+import mlcv
 from experiments import faces_viola_jones
-from mlcv import train
-from mlcv.classic import viola_jones
+from mlcv.classic.methods import viola_jones
 from mlcv.config import ConfigError
 from mlcv.ops.integral import integral_image
 
@@ -83,7 +83,7 @@ def test_bad_config_raises_naming_the_key_before_writing(tmp_path, key, value, m
     section, _, name = key.rpartition(".")
     (config[section] if section else config)[name] = value
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        train.run(config, tmp_path / "run")
+        mlcv.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -124,7 +124,7 @@ def test_scan_agrees_with_the_windows_it_cuts_and_with_the_2x_scaled_detector(fi
 def test_augment_faces_rotates_like_skimage():
     from skimage.transform import resize, rotate
 
-    from mlcv.classic import face_windows
+    from mlcv.classic.methods import face_windows
 
     faces = np.random.default_rng(1).random((3, 24, 24))
     out = face_windows.augment_faces(faces, mirror=True, jitter=2, max_rotation=10.0, rng=np.random.default_rng(5))
@@ -152,8 +152,8 @@ def test_mining_goes_to_a_finer_grid_when_the_coarse_one_runs_out(fitted):
         mine = method._pool(np.random.default_rng(0))
     finally:
         method.config.negatives.min_pool_step = before
-    from mlcv.classic import cascade as cascade_lib
-    from mlcv.classic import face_windows
+    from mlcv.classic.algorithms import cascade as cascade_lib
+    from mlcv.classic.methods import face_windows
 
     n, w = method.config.negatives, method.window
     levels = [
@@ -177,7 +177,7 @@ def test_mining_goes_to_a_finer_grid_when_the_coarse_one_runs_out(fitted):
 def test_paste_faces_puts_each_resized_face_at_its_box():
     from skimage.transform import resize
 
-    from mlcv.classic import face_windows
+    from mlcv.classic.methods import face_windows
 
     rng = np.random.default_rng(0)
     scene, faces = rng.random((100, 130)), rng.random((5, 25, 25))

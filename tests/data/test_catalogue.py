@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import mlcv
 from experiments import digits_cnn
-from mlcv import data, train
+from mlcv import data
 
 
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
@@ -34,7 +35,7 @@ def test_training_on_mock_mnist(tmp_path):
     config.total_steps = 4
     config.eval_every_steps = 2
     with tfds.testing.mock_data(num_examples=64):
-        summary = train.run(config, tmp_path / "mnist")
+        summary = mlcv.run(config, tmp_path / "mnist")
     assert summary["step"] == 4
     assert sum(map(sum, summary["test_confusion_matrix"])) == 64  # every mock test example once
     assert json.loads((tmp_path / "mnist" / "config.json").read_text())["data"]["name"] == "mnist"

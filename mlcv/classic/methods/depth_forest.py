@@ -1,8 +1,8 @@
 """Body-part recognition from single depth images: a random forest on depth-comparison features.
 
-The method of Shotton et al. (CVPR 2011) on the synthetic bodies of :mod:`mlcv.data.bodies`: pixels
+The method of Shotton et al. (CVPR 2011) on the synthetic bodies of :mod:`mlcv.data.sources.bodies`: pixels
 sampled from the training images are classified into body parts by a forest over
-:class:`~mlcv.classic.depth_features.DepthFeatures`; every body pixel of a held-out image is then
+:class:`~mlcv.classic.algorithms.depth_features.DepthFeatures`; every body pixel of a held-out image is then
 classified, and each part's 3-D centre is proposed as the strongest mode (Gaussian mean shift) of the
 back-projected pixels weighted by the part's probability times depth squared (the pixel's world
 area), pushed back along the viewing axis by a per-part offset learnt on the training images.
@@ -21,12 +21,12 @@ import ml_collections
 import numpy as np
 
 from mlcv import metrics
-from mlcv.classic import forest as rf
+from mlcv.classic.algorithms import forest as rf
+from mlcv.classic.algorithms.depth_features import DepthFeatures, sample_pixels
+from mlcv.classic.algorithms.mean_shift import strongest_mode
 from mlcv.classic.base import FittedMethod, LogFn
-from mlcv.classic.depth_features import DepthFeatures, sample_pixels
-from mlcv.classic.mean_shift import strongest_mode
 from mlcv.config import ConfigError
-from mlcv.data import bodies
+from mlcv.data.sources import bodies
 
 ROLES = ("train", "validation", "test")
 PARTS = bodies.PART_NAMES[1:]

@@ -9,7 +9,7 @@ through. A window is a face only if every stage accepts it; most windows of
 an image are rejected by the first stage, a handful of features.
 
 Scanning an image scales the detector, not the image: at scale ``s`` the
-features' rectangles are scaled (see :func:`mlcv.classic.haar.corners`) and the
+features' rectangles are scaled (see :func:`mlcv.classic.algorithms.haar.corners`) and the
 window's standard deviation comes from the integral images of ``x`` and
 ``x**2``, four look-ups each.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mlcv.classic import adaboost, haar
+from mlcv.classic.algorithms import adaboost, haar
 from mlcv.classic.base import LogFn
 from mlcv.ops import boxes as box_ops
 from mlcv.ops.integral import integral_image, window_mean_std

@@ -10,7 +10,7 @@ or a random search::
     {"type": "random", "num_trials": 8, "seed": 0,
      "params": {"optim.lr": ("log_uniform", 1e-4, 1e-1), "model.dropout": ("uniform", 0.0, 0.5),
                 "model.convs_per_stage": ("int_uniform", 1, 3), "optim.name": ("choice", ["sgd", "adam"])},
-     "repeat": {"seed": [0, 1, 2]}, "metric": "accuracy", "mode": "max"}
+     "repeat": {"seed": [0, 1, 2]}, "metric": "loss", "mode": "min"}
 
 A grid is the cartesian product of ``params`` in the listed order, the first
 key outermost. A random search makes ``num_trials`` draws from a generator
@@ -23,7 +23,7 @@ the config's ``early_stopping`` metric and mode. Identical trials run once.
 
 A sweep workdir holds ``sweep.json`` (the trial list), one training workdir
 per trial named by :func:`trial_name`, and what
-:func:`mlcv.sweep_results.collect` writes: ``sweep.csv``, ``sweep.md`` and
+:func:`mlcv.orchestration.sweep_table.collect` writes: ``sweep.csv``, ``sweep.md`` and
 ``plots/sweep_<key>.png``.
 """
 
@@ -45,9 +45,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlcv import train, workdirs
+import mlcv
+from mlcv import workdirs
 from mlcv.config import ConfigError
+from mlcv.orchestration.sweep_table import DIVERGED, collect, status
 from mlcv.report import tables
+from mlcv.training.loop import NonFiniteError
 
 DISTRIBUTIONS = ("choice", "int_uniform", "log_uniform", "uniform")
 _KEYS = {"grid": {"type", "params", "repeat", "metric", "mode"}}
@@ -55,7 +58,6 @@ _KEYS["random"] = _KEYS["grid"] | {"num_trials", "seed"}
 _SIG_DIGITS = 4
 _MAX_NAME = 100  # far below the 255 bytes of a file name, so paths stay readable
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-DIVERGED = "diverged.txt"  # marks a trial whose loss went non-finite: a result, not something to retry
 
 
 def _values(where: str, values: Any) -> None:
@@ -234,16 +236,11 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def status(trial_dir: str | Path) -> str:
-    """``complete`` (a readable summary.json), ``diverged``, or ``pending`` (not started or cut short)."""
-    trial_dir = Path(trial_dir)
-    try:
-        summary = json.loads((trial_dir / "summary.json").read_text())
-        if "validation" in summary and "test" in summary:
-            return "complete"
-    except (OSError, ValueError):
-        pass
-    return "diverged" if (trial_dir / DIVERGED).exists() else "pending"
+def _headline(config: ml_collections.ConfigDict) -> str:
+    """The headline metric of the config's task, which a sweep selects on unless told otherwise."""
+    from mlcv import tasks
+
+    return tasks.get(config.task).headline
 
 
 def run(
@@ -257,7 +254,7 @@ def run(
     Every trial config is built and checked, and every existing trial workdir
     of the shard compared with its config, before the first trial runs. A
     trial with a complete summary.json is skipped; one cut short resumes
-    through :func:`mlcv.train.run`'s own resume; one whose loss goes
+    through :func:`mlcv.training.loop.run`'s own resume; one whose loss goes
     non-finite is marked diverged and the sweep goes on.
 
     Returns one record per trial of the shard: name, overrides, status,
@@ -280,7 +277,7 @@ def run(
         "keys": [*sweep["params"], *(sweep.get("repeat") or {})],
         "repeat_keys": repeat_keys(sweep),
         "log_keys": log_keys,
-        "metric": sweep.get("metric") or config.early_stopping.metric,
+        "metric": sweep.get("metric") or config.early_stopping.get("metric") or _headline(config),
         "mode": sweep.get("mode") or config.early_stopping.mode,
     }
     is_main = jax.process_index() == 0
@@ -293,8 +290,8 @@ def run(
         _say(f"sweep: {where}" + ("" if before == "pending" else f": {before}, skipped"))
         if before == "pending":
             try:
-                train.run(configs[i], trial_dir)
-            except train.NonFiniteError as e:
+                mlcv.run(configs[i], trial_dir)
+            except NonFiniteError as e:
                 _say(f"sweep: {names[i]} diverged: {e}")
                 if is_main:
                     tables.write_text(trial_dir / DIVERGED, f"{e}\n")
@@ -303,7 +300,5 @@ def run(
         record = {"name": names[i], "overrides": all_trials[i], "status": after, "ran": before == "pending"}
         records.append({**record, "summary": summary})
     if is_main:
-        from mlcv.sweep_results import collect  # the results side imports this module
-
         collect(workdir)
     return records

@@ -1,8 +1,9 @@
 """Paper-style ablations: named variants of one base config, each over several seeds, in one table.
 
 An ablation is a list of rows. A ``train`` row runs its overrides once per
-seed (``<workdir>/<row id>/seed=<s>``) and reports the mean ± std of the
-test accuracy of each run's checkpoint chosen on validation. Other rows
+seed (``<workdir>/<row id>/seed=<s>``) and reports the mean ± std over seeds of
+the task's headline metric on test (``summary.json``'s ``headline_metric``) of
+each run's checkpoint chosen on validation. Other rows
 read runs that exist already, so no model is trained twice:
 
 - ``average``: the averaged (EMA) parameters of another row's runs;
@@ -27,9 +28,12 @@ from typing import Any
 import jax
 import ml_collections
 
-from mlcv import ensemble, sweep, train, workdirs
+import mlcv
+from mlcv import workdirs
 from mlcv.config import ConfigError
+from mlcv.orchestration import sweep, sweep_table
 from mlcv.report import plots, tables
+from mlcv.training import runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Row:
     Attributes:
       id: a short file-system-safe name, unique in the ablation.
       group: the block of the table the row belongs to ("optimizer", ...).
-      label: what the row shows ("SGD, lr 0.1").
+      title: what the row shows ("SGD, lr 0.1").
       overrides: config overrides of a ``train`` row.
       seeds: the seeds of a ``train`` row, or how many repeats another row reports.
       kind: ``train``, ``average``, ``snapshot`` or ``ensemble``.
@@ -57,7 +61,7 @@ class Row:
 
     id: str
     group: str
-    label: str
+    title: str
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1, 2)
     kind: str = "train"
@@ -92,7 +96,7 @@ def run_dir(workdir: Path, row: str, seed: int) -> Path:
 def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | Path) -> list[list[Any]]:
     """Runs every missing run of the ``train`` rows, then writes ``ablation.md`` / ``.csv`` / ``.png``.
 
-    Returns the table rows: group, label, runs, test accuracy (mean ± std, %), mean wall time.
+    Returns the table rows: group, title, runs, the headline metric on test (mean ± std), mean wall time.
     """
     workdir = Path(workdir)
     check(rows, config)
@@ -108,12 +112,12 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
             workdirs.check_config(out, run_config)
             runs.append((f"{r.id} seed {seed}", run_config, out))
     for name, run_config, out in runs:
-        if sweep.status(out) != "complete":
+        if sweep_table.status(out) != "complete":
             print(f"ablation: {name}", file=sys.stderr, flush=True)
-            train.run(run_config, out)
-    table, stats = _table(rows, workdir)
+            mlcv.run(run_config, out)
+    table, stats, metric = _table(rows, workdir)
     if jax.process_index() == 0:
-        header = ["group", "row", "runs", "test accuracy (%)", "wall time a run (s)"]
+        header = ["group", "row", "runs", f"test {metric}", "wall time a run (s)"]
         md = tables.markdown_table(header, table, align="llrrr")
         compute = sum(s["wall_time_s"] for r in rows if r.kind == "train" for s in _summaries(workdir, r))
         note = (
@@ -124,7 +128,7 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
         tables.write_text(
             workdir / "ablation.csv", tables.csv_text([dict(zip(header, row, strict=True)) for row in table], header)
         )
-        plots.plot_ablation(stats, workdir / "ablation.png")
+        plots.plot_ablation(stats, workdir / "ablation.png", f"test {metric}, mean ± std")
     return table
 
 
@@ -138,29 +142,32 @@ def _summaries(workdir: Path, row: Row) -> list[dict[str, Any]]:
     return [json.loads((run_dir(workdir, row.id, s) / "summary.json").read_text()) for s in row.seeds]
 
 
-def _table(rows: Sequence[Row], workdir: Path) -> tuple[list[list[Any]], list[tuple[str, float, float | None]]]:
-    """The table rows, and (label, mean %, std %) per row for the plot."""
+def _table(rows: Sequence[Row], workdir: Path) -> tuple[list[list[Any]], list[tuple[str, float, float | None]], str]:
+    """The table rows, (title, mean, std) per row for the plot, and the metric's column name."""
     by_id = {r.id: r for r in rows}
-    out, stats = [], []
+    out, stats, headline = [], [], None
     for r in rows:
         src = by_id.get(r.source, r)
         sums = _summaries(workdir, src)
+        headline = headline or sums[0]["headline_metric"]
+        name = headline["name"]
         wall = sum(s["wall_time_s"] for s in sums) / len(sums)
         if r.kind == "train":
-            accs = [s["test"]["accuracy"] for s in sums]
+            values = [s["test"][name] for s in sums]
         elif r.kind == "average":
-            accs = [s["test_avg"]["accuracy"] for s in sums]
+            values = [s["test_avg"][name] for s in sums]
         elif r.kind == "snapshot":
-            accs = [s["test_snapshot_ensemble"]["ensemble_accuracy"] for s in sums]
+            values = [s["test_snapshot_ensemble"]["ensemble"][name] for s in sums]
         else:
-            accs = []
+            values = []
             for i in range(len(r.seeds)):
                 seeds = src.seeds[i * r.size : (i + 1) * r.size]
-                members = [ensemble.load_run(run_dir(workdir, src.id, s)) for s in seeds]
-                accs.append(ensemble.evaluate(members, "test")["ensemble_accuracy"])
+                members = [runs.load_run(run_dir(workdir, src.id, s)) for s in seeds]
+                values.append(runs.evaluate_runs(members, "test")["ensemble"][name])
             wall *= r.size  # an ensemble costs its members' training
-        n = len(accs) if r.kind != "ensemble" else f"{len(accs)} x {r.size}"
-        percent = [100 * a for a in accs]
-        out.append([r.group, r.label, n, tables.format_mean_std(percent, 2), f"{wall:.0f}"])
-        stats.append((f"{r.group}: {r.label.strip()}", *tables.mean_std(percent)))
-    return out, stats
+        n = len(values) if r.kind != "ensemble" else f"{len(values)} x {r.size}"
+        shown = [100 * v for v in values] if headline["percent"] else values
+        out.append([r.group, r.title, n, tables.format_mean_std(shown, 2 if headline["percent"] else 4), f"{wall:.0f}"])
+        stats.append((f"{r.group}: {r.title.strip()}", *tables.mean_std(shown)))
+    column = f"{headline['name']} (%)" if headline and headline["percent"] else (headline or {}).get("name", "")
+    return out, stats, column

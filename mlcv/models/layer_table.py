@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -342,38 +341,3 @@ def format_table(rows: Sequence[Row], totals: Totals) -> str:
         f"{t.activation_bytes / 1e6:.1f} MB of layer outputs for a batch of {t.batch_size}."
     )
     return "\n".join(lines) + "\n"
-
-
-def run(config: Any, workdir: str, *, input_shape: Sequence[int] | None = None, batch_size: int = 1) -> str:
-    """Builds the model of ``config`` as ``mlcv.train`` does, prints its table and writes ``summary_table.md``.
-
-    Args:
-      config: an experiment config (``config.model``, ``config.data``).
-      workdir: directory for ``summary_table.md`` (created).
-      input_shape: one example's shape; by default that of one ``config.data.pp_eval``-preprocessed example.
-      batch_size: batch for the memory and FLOP totals.
-
-    Returns:
-      The Markdown table.
-    """
-    from mlcv import data, models
-    from mlcv.data import pipeline
-
-    dc = config.data
-    spec = data.get(dc.name)
-    split = dc.get("train_split") or spec.splits["train"]
-    src = data.source(spec, split, data_dir=dc.get("data_dir"), download=bool(dc.get("download", True)))
-    model = models.from_config(config.model, data.num_classes(src))
-    if input_shape is None:
-        batch = pipeline.example_batch(
-            src, size=1, pp=dc.pp_eval, op_defaults=spec.op_defaults, keys=("image", "label")
-        )
-        input_shape = batch["image"].shape[1:]
-    rows = layer_table(model, input_shape, batch_size)
-    title = f"# {config.model.name} on {dc.name}, input {'x'.join(map(str, input_shape))}\n\n"
-    table = title + format_table(rows, totals(rows))
-    print(table)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "summary_table.md"), "w") as f:
-        f.write(table)
-    return table

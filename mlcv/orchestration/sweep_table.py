@@ -1,6 +1,6 @@
 """Results of a sweep workdir: the trial table, the grouped mean ± std table, the selection, the plots.
 
-Reads only what :func:`mlcv.sweep.run` wrote (``sweep.json`` and each
+Reads only what :func:`mlcv.orchestration.sweep.run` wrote (``sweep.json`` and each
 trial's ``summary.json``), so it works on a sweep that is finished, partial,
 or spread over machines by shards.
 """
@@ -12,11 +12,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mlcv.config import ConfigError
-from mlcv.report import tables
-from mlcv.sweep import status
+from mlcv.report import plots, tables
+
+DIVERGED = "diverged.txt"  # marks a trial whose loss went non-finite: a result, not something to retry
+
+
+def status(trial_dir: str | Path) -> str:
+    """``complete`` (a readable summary.json), ``diverged``, or ``pending`` (not started or cut short)."""
+    trial_dir = Path(trial_dir)
+    try:
+        summary = json.loads((trial_dir / "summary.json").read_text())
+        if "validation" in summary and "test" in summary:
+            return "complete"
+    except (OSError, ValueError):
+        pass
+    return "diverged" if (trial_dir / DIVERGED).exists() else "pending"
 
 
 def _trial_row(workdir: Path, trial: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,7 +42,7 @@ def _trial_row(workdir: Path, trial: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _label(group: Mapping[str, Any], repeats: bool) -> str:
+def _group_name(group: Mapping[str, Any], repeats: bool) -> str:
     if not repeats:  # one trial a group
         return group["rows"][0]["trial"]
     return ",".join(f"{k}={tables.format_value(v)}" for k, v in group["key"].items()) or "all trials"
@@ -43,7 +54,7 @@ def results(workdir: str | Path) -> dict[str, Any]:
     Returns ``metric``, ``mode``, ``keys``, ``repeat_keys``, ``rows`` (one flat
     dict per trial, as in sweep.csv), ``columns`` (the metric columns),
     ``groups`` (mean over the repeat keys; one group per trial without them)
-    and ``selected``: None while no trial is complete, else its ``label``,
+    and ``selected``: None while no trial is complete, else its ``name``,
     ``trials``, ``n``, and the mean and sample std of the selection metric on
     validation and on test. The choice reads validation only; rows carry test
     metrics for sweep.csv, but sweep.md shows test for the selection alone.
@@ -73,9 +84,11 @@ def results(workdir: str | Path) -> dict[str, Any]:
         test_values = g["values"][f"test/{metric}"]  # absent only if a task reports other metrics on test
         test, test_std = tables.mean_std(test_values) if test_values else (None, None)
         selected = {
-            "label": _label(g, bool(rep)),
+            "name": _group_name(g, bool(rep)),
             # Small validation sets tie often; a reader should know the choice was a tie-break.
-            "tied_with": [_label(h, bool(rep)) for h, m in zip(groups, means, strict=True) if h is not g and m == val],
+            "tied_with": [
+                _group_name(h, bool(rep)) for h, m in zip(groups, means, strict=True) if h is not g and m == val
+            ],
             "overrides": g["key"],
             "trials": [r["trial"] for r in g["rows"] if r["status"] == "complete"],
             "n": len(g["values"][columns[0]]),
@@ -102,7 +115,7 @@ def selected_line(res: Mapping[str, Any]) -> str:
     n = f"{sel['n']} trial" + ("s" if sel["n"] != 1 else "")
     over = f", mean of {n} over {', '.join(res['repeat_keys'])}" if res["repeat_keys"] else ""
     return (
-        f"Selected on validation {metric} ({res['mode']}{over}): {sel['label']}: validation {metric} "
+        f"Selected on validation {metric} ({res['mode']}{over}): {sel['name']}: validation {metric} "
         f"{text['validation']}, test {metric} {text['test']}"
         + (
             f" (tied on validation with {', '.join(sel['tied_with'])}; the first listed wins)"
@@ -149,42 +162,6 @@ def log_axis(values: Sequence[float], log_uniform: bool = False) -> bool:
     return log_uniform or (min(values) > 0 and max(values) >= 100 * min(values))
 
 
-def _plot_key(res: Mapping[str, Any], key: str, path: Path) -> None:
-    """Validation metric against one swept key, one point per complete trial."""
-    # mlcv.report, imported above, already chose the Agg backend; pyplot loads only when plotting.
-    import matplotlib.pyplot as plt
-
-    col = f"val/{res['metric']}"
-    pts = [(r[key], r[col]) for r in res["rows"] if r["status"] == "complete" and col in r]
-    if not pts:
-        return
-    xs, ys = zip(*pts, strict=True)
-    numeric = all(tables.is_number(x) for x in xs)
-    if not numeric:  # strings, tuples, booleans: one category each, in order of first appearance
-        cats = list(dict.fromkeys(tables.format_value(x) for x in xs))
-        xs = [cats.index(tables.format_value(x)) for x in xs]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(xs, ys, "o", alpha=0.7, label="trial")
-    distinct = sorted(set(xs))
-    if len(distinct) < len(xs):  # repeats: the mean per value shows the trend through the seed noise
-        means = [float(np.mean([y for x, y in zip(xs, ys, strict=True) if x == d])) for d in distinct]
-        ax.plot(distinct, means, "-", label="mean")
-        ax.legend()
-    if not numeric:
-        ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 6 else 0)
-    elif log_axis(xs, log_uniform=key in res["log_keys"]):
-        ax.set_xscale("log")
-    ax.set_xlabel(key)
-    ax.set_ylabel(f"validation {res['metric']}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def collect(workdir: str | Path) -> dict[str, Any]:
     """Writes sweep.csv, sweep.md and plots/sweep_<key>.png for a sweep workdir; returns :func:`results`.
 
@@ -196,5 +173,12 @@ def collect(workdir: str | Path) -> dict[str, Any]:
     tables.write_text(workdir / "sweep.csv", tables.csv_text(res["rows"], columns))
     tables.write_text(workdir / "sweep.md", _markdown(res, workdir.name))
     for key in res["keys"]:
-        _plot_key(res, key, workdir / "plots" / f"sweep_{key}.png")
+        col = f"val/{res['metric']}"
+        pts = [(r[key], r[col]) for r in res["rows"] if r["status"] == "complete" and col in r]
+        log = (
+            bool(pts)
+            and all(tables.is_number(x) for x, _ in pts)
+            and log_axis([x for x, _ in pts], key in res["log_keys"])
+        )
+        plots.plot_sweep_key(pts, key, f"validation {res['metric']}", log, workdir / "plots" / f"sweep_{key}.png")
     return res

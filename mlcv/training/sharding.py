@@ -29,7 +29,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles this process's share of a batch into global sharded arrays."""
     sharding = batch_sharded(mesh)
-    # 64-bit host arrays (TFDS labels are int64) would be silently truncated by
+    # 64-bit host arrays (TFDS integer features are int64) would be silently truncated by
     # JAX's default 32-bit mode; convert them explicitly.
     return {k: jax.make_array_from_process_local_data(sharding, _to32(np.asarray(v))) for k, v in batch.items()}
 

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 from experiments import digits_cnn
-from mlcv import models, summary
+from mlcv import models
+from mlcv.models import layer_table as summary
 
 
 class _Tiny(nn.Module):
@@ -230,9 +231,17 @@ def test_every_registered_model_rows_sum_to_its_parameters(name):
     _totals(models.get(name, num_classes=10), 224)  # abstract: no memory or FLOPs spent, even at 224x224
 
 
-def test_run_writes_the_table(tmp_path):
-    table = summary.run(digits_cnn.get_config("runlocal"), str(tmp_path / "wd"))
-    assert (tmp_path / "wd" / "summary_table.md").read_text() == table
+def test_run_writes_the_table(tmp_path, monkeypatch):
+    """The table of an experiment's model comes from the dataset's declared features: no record is read."""
+    from mlcv import data
+    from mlcv.orchestration import layers
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the layer table read the dataset")
+
+    monkeypatch.setattr(data, "source", no_reading)
+    table = layers.run(digits_cnn.get_config("runlocal"), str(tmp_path / "wd"))
+    assert (tmp_path / "wd" / "layers.md").read_text() == table
     assert "input 8x8x1" in table and "| head | Dense | 10 |" in table
-    override = summary.run(digits_cnn.get_config("runlocal"), str(tmp_path / "wd2"), input_shape=(16, 16, 1))
+    override = layers.run(digits_cnn.get_config("runlocal"), str(tmp_path / "wd2"), input_shape=(16, 16, 1))
     assert "input 16x16x1" in override and "| stage0_conv0 | Conv | 16x16x" in override

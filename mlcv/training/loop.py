@@ -9,6 +9,7 @@ newest complete checkpoint and reaches the same final numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -21,69 +22,28 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlcv import checkpoint, classic, data, ensemble, models, optim, report, sharding, steps, tasks, workdirs
 from mlcv import config as config_lib
-from mlcv.config import ConfigError
-from mlcv.data import ops as ops_lib
+from mlcv import optim, report, workdirs
 from mlcv.data import pipeline
-from mlcv.steps import compile_train_step
+from mlcv.training import checkpoint, runs, sharding, steps
+from mlcv.training.setup import RunSetup
 
 
 class NonFiniteError(RuntimeError):
     """Training produced a NaN or infinity; the message names step and metric."""
 
 
-def _split(config: ml_collections.ConfigDict, spec: data.DatasetSpec, role: str) -> str:
-    return config.data.get(f"{role}_split") or spec.splits[role]
+@dataclasses.dataclass(frozen=True)
+class Every:
+    """When a periodic action runs: every ``steps`` steps (None: never), at the steps in ``at``, and
+    at the last step when ``last``."""
 
+    steps: int | None = None
+    at: frozenset[int] = frozenset()
+    last: bool = False
 
-class _Setup:
-    """Everything built from the config before any file is written."""
-
-    def __init__(self, config: ml_collections.ConfigDict):
-        dc = config.data
-        self.spec = data.get(dc.name)
-        kw = {"data_dir": dc.get("data_dir"), "download": bool(dc.get("download", True))}
-        self.sources = {
-            role: data.source(self.spec, _split(config, self.spec, role), **kw)
-            for role in ("train", "validation", "test")
-        }
-        for pp_key in ("pp_train", "pp_eval"):
-            try:
-                ops_lib.parse(dc[pp_key], self.spec.op_defaults)
-            except ValueError as e:
-                raise ConfigError(f"config.data.{pp_key}: {e}") from None
-        self.num_classes = data.num_classes(self.sources["train"])
-        self.model = models.from_config(config.model, self.num_classes)
-        self.task = tasks.get(config.task)(config, self.model, self.num_classes)
-        self.split_step = steps.split_step(config, self.task)
-        for key in ("batch_size", "eval_batch_size"):
-            try:
-                pipeline.per_process_batch(dc[key])
-            except ValueError as e:
-                raise ConfigError(f"config.data.{key}: {e}") from None
-        self.steps_per_epoch = len(self.sources["train"]) // dc.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(
-                f"config.data.batch_size={dc.batch_size} exceeds the {len(self.sources['train'])} training examples"
-            )
-        spe = self.steps_per_epoch
-        self.total_steps = config_lib.steps(config, "total", spe)
-        if not self.total_steps:
-            raise ConfigError("set config.total_steps or config.total_epochs")
-        self.eval_every = config_lib.steps(config, "eval_every", spe) or self.total_steps
-        self.log_every = config_lib.steps(config, "log_every", spe) or self.eval_every
-        self.tx = optim.make(config.optim, self.total_steps, steps_per_epoch=spe)
-        self.lr_schedule = optim.schedule(config.optim, self.total_steps, steps_per_epoch=spe)
-        self.momentum_schedule = optim.momentum_schedule(config.optim, self.total_steps)
-        self.cycle_ends = tuple(optim.cycle_ends(config.optim, self.total_steps))
-        self.task.cycle_ends = self.cycle_ends
-        self.snapshots = self.cycle_ends if config.get("snapshot_ensemble", False) else ()
-        if self.snapshots and len(self.snapshots) < 2:
-            raise ConfigError("config.snapshot_ensemble needs config.optim.schedule='cosine_restarts' with cycles >= 2")
-        es = config.early_stopping
-        if es.mode not in ("max", "min"):
-            raise ConfigError(f"config.early_stopping.mode must be 'max' or 'min', not {es.mode!r}")
+    def __call__(self, step: int, total: int) -> bool:
+        return bool(self.steps and step % self.steps == 0) or step in self.at or (self.last and step == total)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
@@ -97,12 +57,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
       NonFiniteError: the loss became NaN or infinite; the newest checkpoint
         on disk is the last good one.
     """
-    if classic.is_fitted(config.task):
-        from mlcv.classic import runner
-
-        return runner.run(config, workdir)
     t_start = time.time()
-    setup = _Setup(config)
+    setup = RunSetup(config)
     workdir = Path(workdir)
     workdirs.check_config(workdir, config)
     if jax.process_index() == 0:
@@ -116,7 +72,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
 class _Trainer:
     """The state of one run between its set-up and its summary."""
 
-    def __init__(self, config: ml_collections.ConfigDict, setup: _Setup, workdir: Path):
+    def __init__(self, config: ml_collections.ConfigDict, setup: RunSetup, workdir: Path):
         self.config, self.setup, self.workdir = config, setup, workdir
         self.is_main = jax.process_index() == 0
         self.mesh = sharding.data_mesh()
@@ -133,7 +89,7 @@ class _Trainer:
             )
         )
         example = self._example("train", dc.batch_size, dc.pp_train)
-        state = setup.task.init(jax.random.PRNGKey(config.seed), example, setup.tx)
+        state = setup.builder.init(jax.random.PRNGKey(config.seed), example, setup.tx)
         self.state = sharding.put_replicated(state, self.mesh)
         self.ckpts = checkpoint.Checkpoints(
             workdir / "checkpoints", keep=config.checkpoint.keep, keep_steps=setup.snapshots
@@ -155,7 +111,14 @@ class _Trainer:
             self._say(f"resumed from step {start} of {workdir}")
             if self.writer:
                 self.writer.truncate_after(start)
-        self.ckpt_every = config_lib.steps(config.checkpoint, "every", setup.steps_per_epoch)
+        ckpt_every = config_lib.steps(config.checkpoint, "every", setup.steps_per_epoch)
+        # The periodic actions of the loop and when each runs. Validation (with the plateau rule and
+        # early stopping it feeds) is followed by a checkpoint; snapshots are checkpoints kept for good.
+        self.schedule = {
+            "log": Every(setup.log_every),
+            "evaluate": Every(setup.eval_every, last=True),
+            "checkpoint": Every(ckpt_every, at=frozenset(setup.snapshots)),
+        }
         self.averaged = self.state.avg is not None
         self._compile(example)
         self._pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -172,29 +135,36 @@ class _Trainer:
         """Compiles the train and eval steps ahead of time, so compile time is measured apart."""
         t0 = time.time()
         repl, data_sh = sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)
-        task, dc = self.setup.task, self.config.data
+        dc = self.config.data
         batch = sharding.put_batch(example, self.mesh)
-        self.train_step = compile_train_step(task, self.state, batch, self.mesh, split=self.setup.split_step)
+        self.train_step = steps.compile_train_step(
+            self.setup.builder, self.state, batch, self.mesh, split=self.setup.split_step
+        )
         eval_example = pipeline.pad_batch(
             self._example("validation", dc.eval_batch_size, dc.pp_eval), dc.eval_batch_size // jax.process_count()
         )
+        self.evaluators = runs.build_evaluators(self.setup.eval_configs, self.setup.meta)
+        self.must_be_finite = frozenset().union(*(ev.must_be_finite for ev in self.evaluators.values()))
         self.eval_step = (
-            jax.jit(task.eval_step, in_shardings=(repl, data_sh), out_shardings=repl)
+            jax.jit(self.setup.builder.eval_step(self.evaluators), in_shardings=(repl, data_sh), out_shardings=repl)
             .lower(self.state, sharding.put_batch(eval_example, self.mesh))
             .compile()
         )
         self.compile_s = time.time() - t0
 
     def evaluate(self, role: str, average: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
-        """Scalar and non-scalar metrics on one split, of the raw or the averaged parameters."""
+        """Every evaluator's scalars and extras on one split, of the raw or the averaged parameters."""
         dc = self.config.data
         batches = pipeline.eval_batches(
             self.setup.sources[role], batch_size=dc.eval_batch_size, pp=dc.pp_eval, **self._pp
         )
         # The averaged view has the same structure as the state: one compiled eval step serves both.
         state = self.state.averaged() if average else self.state
-        sums = [self.eval_step(state, sharding.put_batch(b, self.mesh)) for b in batches]
-        return self.setup.task.summarize(jax.device_get(sums))
+        for b in batches:
+            fetched = jax.device_get(self.eval_step(state, sharding.put_batch(b, self.mesh)))
+            for name, ev in self.evaluators.items():
+                ev.update(fetched[name])
+        return runs.results(self.evaluators)
 
     def _nonfinite(self, what: str, value: float, step: int) -> NonFiniteError:
         self.ckpts.wait()  # the checkpoint being written predates the bad step
@@ -225,18 +195,21 @@ class _Trainer:
     def _validate(self, step: int) -> bool:
         """Evaluates on validation, updates best and patience; True for a new best."""
         scalars, _ = self.evaluate("validation")
-        if not math.isfinite(scalars["loss"]):
-            raise self._nonfinite("val/loss", scalars["loss"], step)
+        for name in self.must_be_finite:
+            if not math.isfinite(scalars[name]):
+                raise self._nonfinite(f"val/{name}", scalars[name], step)
         logged = {f"val/{k}": v for k, v in scalars.items()}
-        es, loop = self.config.early_stopping, self.loop
+        es, loop, setup = self.config.early_stopping, self.loop, self.setup
         if self.averaged:
             avg_scalars, _ = self.evaluate("validation", average=True)
             logged.update({f"val_avg/{k}": v for k, v in avg_scalars.items()})
             if es.get("use_average", False):
                 scalars = avg_scalars
-        value = scalars[es.metric]
+        value = scalars[setup.select_metric]
         best = loop["best_value"]
-        better = best is None or (value > best + es.min_delta if es.mode == "max" else value < best - es.min_delta)
+        better = best is None or (
+            value > best + es.min_delta if setup.select_mode == "max" else value < best - es.min_delta
+        )
         if better:
             loop.update(best_value=value, best_step=step, best_rank=loop["best_rank"] + 1, bad_evals=0)
         else:
@@ -250,13 +223,17 @@ class _Trainer:
         return better
 
     def _plateau(self, scalars: dict[str, float]) -> None:
-        """Divides the learning rate when validation loss has not improved for ``plateau_patience_evals``."""
+        """Divides the learning rate when ``optim.plateau_metric`` (default: the loss) has not improved for
+        ``plateau_patience_evals`` evaluations."""
         oc, loop = self.config.optim, self.loop
         if not oc.get("plateau_factor"):
             return
-        loss, best = scalars["loss"], loop.get("plateau_best")
-        if best is None or loss < best - float(oc.get("plateau_min_delta", 0.0)):
-            loop.update(plateau_best=loss, plateau_bad=0)
+        name = self.setup.plateau_metric
+        # Stored as "lower is better" so that the checkpointed loop state keeps one meaning.
+        value = scalars[name] if self.setup.directions[name] == "min" else -scalars[name]
+        best = loop.get("plateau_best")
+        if best is None or value < best - float(oc.get("plateau_min_delta", 0.0)):
+            loop.update(plateau_best=value, plateau_bad=0)
             return
         loop["plateau_bad"] = loop.get("plateau_bad", 0) + 1
         if loop["plateau_bad"] >= int(oc.get("plateau_patience_evals", 1)):
@@ -264,7 +241,7 @@ class _Trainer:
             opt_state = optim.set_plateau_scale(self.state.opt_state, scale)
             self.state = sharding.put_replicated(self.state.replace(opt_state=opt_state), self.mesh)
             loop["plateau_bad"] = 0
-            self._say(f"validation loss plateaued: learning rate scaled by {scale:g}")
+            self._say(f"validation {name} plateaued: learning rate scaled by {scale:g}")
 
     def train(self) -> None:
         """Steps until the step budget is spent or early stopping fires."""
@@ -283,16 +260,17 @@ class _Trainer:
             step += 1
             self._pending.append((step, metrics))
             self._bar.update(1)
-            is_eval = step % setup.eval_every == 0 or step == total
-            is_ckpt = is_eval or bool(self.ckpt_every and step % self.ckpt_every == 0) or step in setup.snapshots
-            if step % setup.log_every == 0 or is_ckpt:
+            due = {name for name, when in self.schedule.items() if when(step, total)}
+            if "evaluate" in due:  # an evaluation may pick the best step: its state is saved
+                due.add("checkpoint")
+            if due & {"log", "checkpoint"}:
                 # Flushing before a save checks every step since the last one, so
                 # no checkpoint ever holds a state that produced a NaN.
                 self._flush(time.time() - window_t)
                 window_t = time.time()
-            if not is_ckpt:
+            if "checkpoint" not in due:
                 continue
-            better = self._validate(step) if is_eval else False
+            better = self._validate(step) if "evaluate" in due else False
             loop["step"] = step
             best_rank = loop["best_rank"] if better else -1
             self.ckpts.save(step, self.state, self.train_iter, dict(loop), best_rank=best_rank)
@@ -317,7 +295,7 @@ class _Trainer:
 
     def finish(self, t_start: float) -> dict[str, Any]:
         """Evaluates the checkpoint best on validation on validation and test; writes the summary and plots."""
-        loop, step = self.loop, self.loop["step"]
+        loop, step, setup = self.loop, self.loop["step"], self.setup
         best_step = loop["best_step"] if loop["best_step"] is not None else self.ckpts.latest_step()
         if best_step != step:
             state, _ = self.ckpts.restore(best_step, self.state)
@@ -332,18 +310,27 @@ class _Trainer:
                 "test_avg": self.evaluate("test", True)[0],
             }
         self.ckpts.close()
-        if self.setup.snapshots:
-            members = [ensemble.load_run(self.workdir, s) for s in self.setup.snapshots]
-            averaged["test_snapshot_ensemble"] = ensemble.evaluate(members, "test")
+        if setup.snapshots:
+            members = [runs.load_run(self.workdir, s) for s in setup.snapshots]
+            averaged["test_snapshot_ensemble"] = runs.evaluate_runs(members, "test")
+        metric = setup.task.headline
         summary = {
+            "task": self.config.task,
+            "headline": _headline(metric, test.get(metric), metric in setup.percent, best_step),
+            "headline_metric": {
+                "name": metric,
+                "mode": setup.directions.get(metric),
+                "percent": metric in setup.percent,
+            },
             "step": step,
             "best_step": best_step,
+            "selected_on": {"metric": setup.select_metric, "mode": setup.select_mode},
             "stopped_early": loop["stopped_early"],
             "validation": val,
             "test": test,
             **averaged,
-            "test_per_class_accuracy": test_extras.get("per_class_accuracy"),
-            "test_confusion_matrix": test_extras.get("confusion_matrix"),
+            # Non-scalar results of the evaluators (per-class values, matrices, curves).
+            **{f"test_{k}": v for k, v in test_extras.items()},
             "compile_time_s": self.compile_s,
             "train_time_s": loop["train_time_s"],
             "train_images_per_sec": step * self.config.data.batch_size / max(loop["train_time_s"], 1e-9),
@@ -354,17 +341,22 @@ class _Trainer:
         }
         if self.is_main:
             self.writer.close()
+            plots = self.workdir / "plots"
             records = report.read_metrics(self.workdir / "metrics.jsonl")
             report.plot_schedules(
-                self.setup.total_steps,
-                {"lr": self.setup.lr_schedule, "momentum": self.setup.momentum_schedule},
-                self.workdir / "plots" / "schedule.png",
+                setup.total_steps,
+                {"lr": setup.lr_schedule, "momentum": setup.momentum_schedule},
+                plots / "schedule.png",
             )
-            for metric in ("loss", "accuracy"):
-                report.plot_curves(records, metric, self.workdir / "plots" / f"{metric}.png")
-            if "confusion_matrix" in test_extras:
-                report.plot_confusion(
-                    test_extras["confusion_matrix"], self.workdir / "plots" / "confusion_test.png", "test"
-                )
+            for name in dict.fromkeys(["loss", *setup.directions]):
+                report.plot_curves(records, name, plots / f"{name}.png")
+            for ev in self.evaluators.values():
+                ev.plot(test_extras, plots, "test")
             workdirs.write_json(self.workdir / "summary.json", summary)
         return summary
+
+
+def _headline(metric: str, value: float | None, percent: bool, best_step: int) -> str:
+    """The run's one-line result: the task's headline metric on test."""
+    shown = "n/a" if value is None else (f"{100 * value:.2f} %" if percent else f"{value:.4f}")
+    return f"test {metric} {shown} (best step {best_step})"

@@ -21,7 +21,7 @@ import numpy as np
 
 from mlcv.classic.base import FittedMethod, LogFn
 from mlcv.config import ConfigError
-from mlcv.data import stereo as stereo_data
+from mlcv.data.sources import stereo as stereo_data
 from mlcv.metrics import stereo as stereo_metrics
 from mlcv.ops import stereo as ops
 

@@ -19,9 +19,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from mlcv.classic import cascade as cascade_lib
-from mlcv.classic import face_windows, haar
+from mlcv.classic.algorithms import cascade as cascade_lib
+from mlcv.classic.algorithms import haar
 from mlcv.classic.base import FittedMethod, LogFn
+from mlcv.classic.methods import face_windows
 from mlcv.config import ConfigError
 from mlcv.ops import boxes as box_ops
 

@@ -73,7 +73,7 @@ def sample_pixels(labels: np.ndarray, per_image: int, rng: np.random.Generator) 
 
 
 class DepthFeatures:
-    """Depth-comparison features at a set of pixels, as a :class:`~mlcv.classic.forest.FeatureSource`.
+    """Depth-comparison features at a set of pixels, as a :class:`~mlcv.classic.algorithms.forest.FeatureSource`.
 
     A feature is its four offsets (dp row, dp column, dn row, dn column), drawn by :func:`sample_offsets`.
     """

@@ -135,19 +135,20 @@ def load_sweep(config_path: str) -> tuple[str, Any]:
 
 
 def _sweep(config: ml_collections.ConfigDict, workdir: str | None, config_path: str, shard: str | None) -> int:
-    # Checked before mlcv.sweep (and with it JAX) is imported, so bad input fails in a blink.
+    # Checked before mlcv.orchestration.sweep (and with it JAX) is imported, so bad input fails in a blink.
     index_count = parse_shard(shard) if shard is not None else (0, 1)
     kind, spec = load_sweep(config_path)
     if kind == "ablation":
         if shard is not None:
             raise ConfigError("--sweep_shard applies to sweeps; an ablation runs its rows in order")
-        from mlcv import ablation
+        from mlcv.orchestration import ablation
 
         workdir = workdir or default_workdir(config_path)
         ablation.run(config, spec, workdir)
         print(f"{workdir}: table in {workdir}/ablation.md")
         return 0
-    from mlcv import sweep, sweep_results
+    from mlcv.orchestration import sweep
+    from mlcv.orchestration import sweep_table as sweep_results
 
     workdir = workdir or default_workdir(config_path) + "_sweep"
     records = sweep.run(config, spec, workdir, shard=index_count)
@@ -220,32 +221,26 @@ def main(
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    from mlcv import train
-
     workdir = workdir or default_workdir(config_path)
-    if mode == "summary":
-        from mlcv import summary
+    if mode == "layers":
+        from mlcv.orchestration import layers
 
         try:
-            summary.run(config, workdir)
+            layers.run(config, workdir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
+    import mlcv
+    from mlcv.training.loop import NonFiniteError
+
     try:
-        summary = train.run(config, workdir)
+        summary = mlcv.run(config, workdir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except train.NonFiniteError as e:
+    except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if "headline" in summary:  # a fitted method says what matters for it
-        print(f"{workdir}: {summary['headline']}, wall time {summary['wall_time_s']:.1f} s")
-        return 0
-    test = summary["test"]
-    print(
-        f"{workdir}: test accuracy {100 * test['accuracy']:.2f} % "
-        f"(best step {summary['best_step']}), wall time {summary['wall_time_s']:.1f} s"
-    )
+    print(f"{workdir}: {summary['headline']}, wall time {summary['wall_time_s']:.1f} s")
     return 0
