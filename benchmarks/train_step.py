@@ -6,7 +6,7 @@ Run (PyTorch is a peer here, not a dependency of mlcv: install it into the venv 
 
 Measures a full training step (forward, backward, SGD-momentum update) of ResNet-18 with the CIFAR stem
 (3x3 conv, no max-pool) at 32x32, batch 128, float32, for:
-  - mlcv as its training loop runs it by default (mlcv.training.loop.compile_train_step): XLA's Eigen
+  - mlcv as its training loop runs it by default (mlcv.training.steps.compile_train_step): XLA's Eigen
     convolutions (mlcv sets --xla_cpu_experimental_ynn_fusion_type=-individual_convolution on import)
     and the forward and backward passes compiled as two executables (config.split_train_step='auto'),
   - the same as one executable,
@@ -36,17 +36,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def _jax_worker(steps: int, batch: int, size: int, split: bool, profile: bool = False) -> dict:
     sys.path.insert(0, str(ROOT))
     import jax
+    import ml_collections
     import numpy as np
 
     from experiments import digits_cnn
-    from mlcv import models, optim
+    from mlcv import data as data_lib
+    from mlcv import optim
     from mlcv.tasks.classification import ClassificationTask
-    from mlcv.training import loop as train
     from mlcv.training import sharding
+    from mlcv.training import steps as step_lib
 
     config = digits_cnn.get_config()
-    model = models.get("resnet18", num_classes=10, stem="cifar")
-    task = ClassificationTask(config, model, 10)
+    config.model = ml_collections.ConfigDict({"name": "resnet18", "stem": "cifar"})
+    meta = data_lib.DatasetMeta(features={}, num_classes=10, class_names=(), image_shape=(size, size, 3))
+    builder = step_lib.StepBuilder(config, ClassificationTask(config, meta))
     tx = optim.make(ml_sgd(), total_steps=1000)
     rng = np.random.default_rng(0)
     mesh = sharding.data_mesh()
@@ -54,11 +57,11 @@ def _jax_worker(steps: int, batch: int, size: int, split: bool, profile: bool = 
         "image": rng.standard_normal((batch, size, size, 3)).astype(np.float32),
         "label": rng.integers(0, 10, batch).astype(np.int32),
     }
-    state = sharding.put_replicated(task.init(jax.random.PRNGKey(0), data, tx), mesh)
+    state = sharding.put_replicated(builder.init(jax.random.PRNGKey(0), data, tx), mesh)
     data = sharding.put_batch(data, mesh)
     t0 = time.perf_counter()
-    # The training loop's own compiled step (mlcv.training.loop.compile_train_step).
-    step = train.compile_train_step(task, state, data, mesh, split=split)
+    # The training loop's own compiled step (mlcv.training.steps.compile_train_step).
+    step = step_lib.compile_train_step(builder, state, data, mesh, split=split)
     compile_s = time.perf_counter() - t0
     flops = float("nan")
     if not split:

@@ -102,8 +102,8 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
         raise ConfigError(f"{workdir} has no checkpoint of step {step} (it has {steps})")
     state = checkpoint.read_state(ckpt_dir / str(step))
     spec = data.get(config.data.name)
-    src = data.source(spec, dataset_split(config, spec, "train"), data_dir=config.data.get("data_dir"))
-    task = build_task(config, data.meta(spec, src))
+    # A declared dataset needs no record for its meta; a catalogue one reads its TFDS info.
+    task = build_task(config, data.meta(spec, data_dir=config.data.get("data_dir")))
     variables = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
     return Run(workdir=workdir, step=int(step), config=config, task=task, variables=variables)
 
