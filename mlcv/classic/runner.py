@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 
 from mlcv import classic, report, workdirs
@@ -22,13 +23,25 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
     Raises:
       ConfigError: the config names something missing or holds a bad value;
         raised before anything is written to ``workdir``.
+      WorkdirBusy: another process runs in ``workdir`` (a ConfigError); nothing is written.
+      WorkdirError: a file of ``workdir`` cannot be written; names the path and the cause.
     """
     t_start = time.time()
     method = classic.get(config.task)(config)
     workdir = Path(workdir)
     workdirs.check_config(workdir, config)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    # The lock is the first write and is held to the end, so a second launch here is refused at once.
+    # Processes of a multi-process run besides 0 do not lock: on a shared file system they would refuse
+    # one another.
+    with workdirs.lock(workdir, active=jax.process_index() == 0):
+        summary = _fit(config, method, workdir, t_start)
+    workdirs.warn_non_finite(summary, workdir / "summary.json")
+    return summary
+
+
+def _fit(config: ml_collections.ConfigDict, method: Any, workdir: Path, t_start: float) -> dict[str, Any]:
+    """Fits, evaluates and writes the workdir's files; :func:`run` holds the workdir's lock around it."""
+    workdirs.write_text(workdir / "config.json", config.to_json_best_effort(indent=2, sort_keys=True))
     writer = report.MetricWriter(workdir, tensorboard=bool(config.get("tensorboard", False)))
     writer.truncate_after(-1)
     t_fit = time.time()
