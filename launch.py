@@ -5,8 +5,9 @@ With no flags it runs the default experiment (digits CNN) into
 file's ``get_sweep`` declares, one workdir per trial under
 ``runs/<experiment>_sweep``, and writes a results table; ``--sweep_shard=i/n``
 runs only every n-th trial from the i-th on, for job arrays. A bad flag,
-config key, value, file or sweep ends the run with one ``error:`` line and a
-non-zero exit before anything is written.
+config key, value, file, sweep or workdir ends the run with one ``error:`` line
+and exit status 2 before anything is written; a run that fails later (a NaN, a
+full disk) ends with one line and exit status 1.
 """
 
 from __future__ import annotations

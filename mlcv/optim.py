@@ -23,13 +23,71 @@ import ml_collections
 import optax
 from jax.flatten_util import ravel_pytree
 
-from mlcv.config import ConfigError
+from mlcv import config as config_lib
+from mlcv.config import ConfigError, Range
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adagrad", "rmsprop", "newton")
 SCHEDULES = ("constant", "cosine", "linear", "step", "onecycle", "cosine_restarts")
 DECAY_MASKS = ("kernels", "all")
 # The optimizers whose momentum (or Adam's b1) the one-cycle policy moves against the learning rate.
 WITH_MOMENTUM = ("momentum", "nesterov", "adam")
+
+
+_RATE = Range(0, 1, high_open=True)  # a decay or momentum coefficient: 1 would never forget
+#: The accepted range of every numeric key of ``config.optim`` (a missing or None key is not checked).
+RANGES: dict[str, Range] = {
+    "lr": config_lib.POSITIVE,
+    "momentum": _RATE,
+    "b1": _RATE,
+    "b2": _RATE,
+    "decay": _RATE,
+    "eps": config_lib.NON_NEGATIVE,
+    "initial_accumulator": config_lib.NON_NEGATIVE,
+    "newton_damping": config_lib.NON_NEGATIVE,
+    "warmup_steps": config_lib.NON_NEGATIVE_INT,
+    "end_lr_factor": config_lib.NON_NEGATIVE,
+    "step_factor": config_lib.POSITIVE,
+    "onecycle_pct": Range(0, 1),
+    "div_factor": config_lib.POSITIVE,
+    "final_div": config_lib.POSITIVE,
+    "momentum_max": _RATE,
+    "momentum_min": _RATE,
+    "cycles": config_lib.POSITIVE_INT,
+    "plateau_factor": _RATE,  # 0 turns plateau scaling off; 1 or more would never lower the lr
+    "plateau_patience_evals": config_lib.POSITIVE_INT,
+    "plateau_min_delta": config_lib.NON_NEGATIVE,
+    "weight_decay": config_lib.NON_NEGATIVE,
+    "l2": config_lib.NON_NEGATIVE,
+    "l1": config_lib.NON_NEGATIVE,
+    "grad_clip_norm": config_lib.NON_NEGATIVE,
+}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Checks the names and every numeric value of ``config`` (``config.optim``) before anything is built.
+
+    Raises:
+      ConfigError: names the key, its value and the accepted range (``config.optim.lr=nan: must be a
+        finite number > 0``) or the valid names.
+    """
+    for key, accepted in RANGES.items():
+        config_lib.check(config, key, accepted, where="config.optim")
+    for key, accepted in (
+        ("milestones_steps", config_lib.NON_NEGATIVE_INT),
+        ("milestones_epochs", config_lib.NON_NEGATIVE),
+    ):
+        value = config.get(key) or ()
+        for m in value if isinstance(value, (list, tuple)) else [value]:
+            if not accepted.accepts(m):
+                raise ConfigError(f"config.optim.{key}={value!r}: each must be {accepted}")
+    choices = (
+        ("name", OPTIMIZERS, "optimizer"),
+        ("schedule", SCHEDULES, "schedule"),
+        ("decay_mask", DECAY_MASKS, "decay_mask"),
+    )
+    for key, valid, what in choices:
+        if key in config and config[key] is not None and config[key] not in valid:
+            raise ConfigError(f"unknown {what} {config[key]!r} (config.optim.{key}); valid: {', '.join(valid)}")
 
 
 def _warmup(config: ml_collections.ConfigDict) -> int:

@@ -14,6 +14,7 @@ import ml_collections
 from absl import flags, logging
 
 from mlcv.config import ConfigError
+from mlcv.orchestration import failures
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -36,6 +37,35 @@ def _config_file(argv: list[str]) -> str | None:
     return None
 
 
+def _in_config_file(e: BaseException) -> tuple[str, int] | None:
+    """The file and line of an experiment file's ``get_config`` where ``e`` was raised, else None.
+
+    The deepest frame in the file of the ``get_config`` frame counts, so an error in a helper of the
+    file is placed too. ml_collections re-raises a TypeError or ValueError of ``get_config`` with the
+    traceback as text; its ``File "...", line N`` lines are read the same way.
+    """
+    frames: list[tuple[str, int, str]] = []
+    tb = e.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno, tb.tb_frame.f_code.co_name))
+        tb = tb.tb_next
+    # The text of the re-raised traceback replaces the frames: it is the one that reaches get_config.
+    embedded = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', str(e))
+    if embedded:
+        frames = [(f, int(n), fn) for f, n, fn in embedded]
+    config_file = next((f for f, _, fn in frames if fn == "get_config"), None)
+    if config_file is None:
+        return None
+    return next((f, n) for f, n, _ in reversed(frames) if f == config_file)
+
+
+def _unknown_key(text: str) -> tuple[str, str]:
+    """The key and the ``(did you mean ...?)`` hint of ml_collections' message for a missing key."""
+    m = re.search(r'Key "([\w-]+)" does not exist', text) or re.match(r"'*([\w-]+)", text)
+    hint = text.split("Did you mean", 1)
+    return (m.group(1) if m else ""), (f" (did you mean{hint[1].rstrip('?')}?)" if len(hint) == 2 else "")
+
+
 def _explain(e: BaseException, argv: list[str]) -> str:
     """One line that names the flag, key or file at fault."""
     # ml_collections re-raises errors of get_config() with the traceback as text.
@@ -48,16 +78,22 @@ def _explain(e: BaseException, argv: list[str]) -> str:
     text = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
     if text[:1] in "'\"" and text[-1:] == text[:1]:
         text = text[1:-1]
+    where = _in_config_file(e)
+    if where is not None:
+        # A mistake of the experiment file itself, not of an override: name the file and the line.
+        if isinstance(e, (AttributeError, KeyError)):
+            key, hint = _unknown_key(text)
+            return f"{where[0]}:{where[1]}: unknown config key {key!r}{hint}"
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        last = last if re.match(r"\w+(Error|Exception): ", last) else f"{type(e).__name__}: {last}"
+        return f"{where[0]}:{where[1]}: {last}"
     if isinstance(e, (AttributeError, KeyError)):
         # ml_collections reports a key missing from a locked config this way;
         # find the override that named it.
-        m = re.match(r"'*([\w-]+)", text)
-        key = m.group(1) if m else ""
+        key, hint = _unknown_key(text)
         culprit = next(
             (a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0].split(".")), None
         )
-        hint = text.split("Did you mean", 1)
-        hint = f" (did you mean{hint[1].rstrip('?')}?)" if len(hint) == 2 else ""
         if culprit:
             return f"unknown config key {key!r} in {culprit}{hint}"
         return f"bad config override: {text}"
@@ -144,6 +180,7 @@ def _sweep(config: ml_collections.ConfigDict, workdir: str | None, config_path: 
         from mlcv.orchestration import ablation
 
         workdir = workdir or default_workdir(config_path)
+        failures.check_workdir(workdir)
         ablation.run(config, spec, workdir)
         print(f"{workdir}: table in {workdir}/ablation.md")
         return 0
@@ -151,6 +188,7 @@ def _sweep(config: ml_collections.ConfigDict, workdir: str | None, config_path: 
     from mlcv.orchestration import sweep_table as sweep_results
 
     workdir = workdir or default_workdir(config_path) + "_sweep"
+    failures.check_workdir(workdir)
     records = sweep.run(config, spec, workdir, shard=index_count)
     res = sweep_results.results(workdir)
     done = sum(r["status"] == "complete" for r in res["rows"])
@@ -207,8 +245,10 @@ def main(
 ) -> int:
     """Runs one experiment, or with ``sweep`` its sweep (``sweep_shard``: ``"i/n"``); returns the exit status.
 
-    Expected failures (a bad config, a missing dataset, a diverged run) end
-    with one ``error:`` line on stderr instead of a traceback.
+    Expected failures (a bad config, a missing dataset, a diverged run, a workdir
+    that cannot be written, a full disk) end with one ``error:`` line on stderr
+    instead of a traceback: exit 2 for bad input, found before anything is
+    written; exit 1 for a failure mid-run.
     """
     # Orbax and TFDS log every save and read at INFO; the loop prints its own lines.
     logging.set_verbosity(logging.WARNING)
@@ -226,11 +266,18 @@ def main(
         from mlcv.orchestration import layers
 
         try:
+            failures.check_workdir(workdir)
             layers.run(config, workdir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
+    try:
+        failures.check_workdir(workdir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failures.quiet_disk_full_logs()
     import mlcv
     from mlcv.training.loop import NonFiniteError
 
@@ -242,5 +289,11 @@ def main(
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a file that cannot be written (full disk, read-only): one line, not a traceback
+        failure = failures.write_failure(e, workdir)
+        if failure is None:
+            raise
+        print(f"error: {failure[0]}", file=sys.stderr)
+        return failure[1]
     print(f"{workdir}: {summary['headline']}, wall time {summary['wall_time_s']:.1f} s")
     return 0

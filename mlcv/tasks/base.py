@@ -11,7 +11,8 @@ never names a dataset's storage, and the loop never names a task's metric:
 - :meth:`Task.losses`: the training loss as a dict of named scalar terms, summed;
 - :meth:`Task.predict`: the post-processing of the outputs that evaluators read, and
   :meth:`Task.combine` to average the predictions of an ensemble;
-- :meth:`Task.default_evaluators` and ``headline``: what to evaluate and which metric matters.
+- :meth:`Task.default_evaluators` and ``headline``: what to evaluate and which metric matters;
+  :meth:`Task.chance`: what those metrics are without learning.
 
 The generic machinery (mixed precision, parameter averaging, Newton's method,
 the CPU forward/backward split) lives in :mod:`mlcv.training.steps` and
@@ -100,6 +101,14 @@ class Task(abc.ABC):
         """The prediction of an ensemble of members (default: the mean of each output)."""
         del batch
         return {k: jnp.mean(jnp.stack([p[k] for p in predictions]), axis=0) for k in predictions[0]}
+
+    def chance(self) -> dict[str, float]:
+        """Metric values a model reaches without learning (a guess), by evaluator metric name.
+
+        A run whose validation metrics are no better ends with a warning
+        (:mod:`mlcv.training.sanity`). Default: none known, nothing is judged.
+        """
+        return {}
 
     @abc.abstractmethod
     def default_evaluators(self) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mlcv import config as config_lib
 from mlcv import losses, models
 from mlcv.config import ConfigError
 from mlcv.tasks.base import StepContext, Task
@@ -29,6 +30,7 @@ class ClassificationTask(Task):
         # Evaluation reports the plain loss, so runs with and without label
         # smoothing compare on the same scale.
         self.loss_fn = losses.get(config.loss)
+        config_lib.check(config, "label_smoothing", config_lib.FRACTION)
         smoothing = float(config.get("label_smoothing", 0.0))
         if smoothing and config.loss != "softmax_xent":
             raise ConfigError("config.label_smoothing applies to config.loss='softmax_xent' only")
@@ -64,6 +66,16 @@ class ClassificationTask(Task):
         log_probs = jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
         nll = -jnp.take_along_axis(log_probs, batch["label"][:, None].astype(jnp.int32), -1)[:, 0]
         return {"logits": log_probs, "probs": probs, "loss": nll}
+
+    def chance(self) -> dict[str, float]:
+        """A uniform guess: 1 / classes for accuracy and mean class accuracy.
+
+        For mean class accuracy it is exact for any guess that ignores the image; accuracy of a
+        constant guess is the majority class's share, which meta does not know (reading every label
+        to find it would cost a pass over the data).
+        """
+        k = self.meta.num_classes
+        return {"accuracy": 1.0 / k, "mean_class_accuracy": 1.0 / k}
 
     def default_evaluators(self) -> dict[str, dict[str, Any]]:
         """The loss, and accuracy, mean class accuracy and the confusion matrix from one bincount."""
