@@ -30,6 +30,7 @@ EXPERIMENTS = ROOT / "experiments"
 # experiment -> the args it is run with somewhere in the repo (None: no arg).
 CASES: dict[str, tuple[str | None, ...]] = {
     "digits_cnn": (None, "runlocal"),
+    "bodies_fcn": (None, "runlocal"),
     "digits_linear": (None, "runlocal", "loss=rmse", "loss=rmse,runlocal"),
     "digits_mlp": (None, "runlocal", "activation=sigmoid"),
     "digits_ablation": (None, "runlocal"),

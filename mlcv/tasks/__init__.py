@@ -9,10 +9,12 @@ from mlcv.config import ConfigError
 from mlcv.tasks.base import StepContext, Task
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
+from mlcv.tasks.segmentation import SegmentationTask
 
 _TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "distillation": DistillationTask,
+    "segmentation": SegmentationTask,
 }
 
 
