@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from absl import flags, logging
 
 from mlcv.config import ConfigError
 from mlcv.orchestration import failures
+from mlcv.training.interrupts import Interrupted
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -234,6 +236,16 @@ def enable_compilation_cache() -> str | None:
     return path
 
 
+def _stopped(e: BaseException) -> int:
+    """One line for a run stopped by SIGTERM or Ctrl-C, and the conventional exit status (128 + the signal)."""
+    if isinstance(e, Interrupted):  # stopped between steps: the step reached is saved
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    # A KeyboardInterrupt: Ctrl-C outside the training steps (start-up, final evaluation).
+    print("stopped by SIGINT; re-run the same command to resume from the newest checkpoint", file=sys.stderr)
+    return 128 + signal.SIGINT
+
+
 def main(
     config: ml_collections.ConfigDict,
     workdir: str | None,
@@ -261,6 +273,8 @@ def main(
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except (Interrupted, KeyboardInterrupt) as e:  # a trial stopped by SIGTERM / Ctrl-C
+            return _stopped(e)
     workdir = workdir or default_workdir(config_path)
     if mode == "layers":
         from mlcv.orchestration import layers
@@ -279,6 +293,7 @@ def main(
         return 2
     failures.quiet_disk_full_logs()
     import mlcv
+    from mlcv.training.checkpoint import CheckpointError
     from mlcv.training.loop import NonFiniteError
 
     try:
@@ -286,9 +301,11 @@ def main(
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteError as e:
+    except (NonFiniteError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except (Interrupted, KeyboardInterrupt) as e:
+        return _stopped(e)
     except Exception as e:  # a file that cannot be written (full disk, read-only): one line, not a traceback
         failure = failures.write_failure(e, workdir)
         if failure is None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mlcv import config as config_lib
 from mlcv import optim, report, workdirs
 from mlcv.data import pipeline
-from mlcv.training import checkpoint, runs, sharding, steps
+from mlcv.training import checkpoint, interrupts, runs, selection, sharding, steps
 from mlcv.training.setup import RunSetup
 
 
@@ -98,19 +98,19 @@ class _Trainer:
             "step": 0,
             "best_value": None,
             "best_step": None,
-            "best_rank": -1,
             "bad_evals": 0,
             "stopped_early": False,
             "train_time_s": 0.0,
         }
         self.writer = report.MetricWriter(workdir, tensorboard=config.tensorboard) if self.is_main else None
-        start = self.ckpts.latest_step()
-        if start is not None:
-            state, self.loop = self.ckpts.restore(start, self.state, self.train_iter)
+        # The newest step that verifies; corrupt newer ones are named and dropped (CheckpointError if none).
+        resumed = self.ckpts.restore_latest(self.state, self.train_iter, say=self._say)
+        if resumed is not None:
+            start, state, self.loop = resumed
             self.state = sharding.put_replicated(state, self.mesh)
             self._say(f"resumed from step {start} of {workdir}")
-            if self.writer:
-                self.writer.truncate_after(start)
+        if self.writer:  # records past the restored step (all of them without one) are redone
+            self.writer.truncate_after(resumed[0] if resumed else 0)
         ckpt_every = config_lib.steps(config.checkpoint, "every", setup.steps_per_epoch)
         # The periodic actions of the loop and when each runs. Validation (with the plateau rule and
         # early stopping it feeds) is followed by a checkpoint; snapshots are checkpoints kept for good.
@@ -121,7 +121,9 @@ class _Trainer:
         }
         self.averaged = self.state.avg is not None
         self._compile(example)
-        self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+        # Step metrics not yet logged; a save on a signal carries them, so the resumed log is unchanged.
+        self._pending: list[tuple[int, Any]] = [tuple(p) for p in self.loop.pop("pending_metrics", [])]
+        self.stops = interrupts.StopRequests()
 
     def _say(self, line: str) -> None:
         if self.is_main:
@@ -173,15 +175,22 @@ class _Trainer:
             f"Last good checkpoint: step {self.ckpts.latest_step()}"
         )
 
-    def _flush(self, window_s: float) -> None:
-        """Fetches pending step metrics, checks them, logs their means."""
-        if not self._pending:
-            return
+    def _fetch_pending(self) -> list[tuple[int, dict[str, float]]]:
+        """The pending step metrics as floats, checked finite."""
         fetched = jax.device_get([m for _, m in self._pending])
+        out = []
         for (s, _), m in zip(self._pending, fetched, strict=True):
             for k, v in m.items():
                 if not math.isfinite(float(v)):
                     raise self._nonfinite(f"train/{k}", float(v), s)
+            out.append((s, {k: float(v) for k, v in m.items()}))
+        return out
+
+    def _flush(self, window_s: float) -> None:
+        """Fetches pending step metrics, checks them, logs their means."""
+        if not self._pending:
+            return
+        fetched = [m for _, m in self._fetch_pending()]
         last = self._pending[-1][0]
         self.loop["train_time_s"] += window_s
         means = {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
@@ -206,16 +215,7 @@ class _Trainer:
             if es.get("use_average", False):
                 scalars = avg_scalars
         value = scalars[setup.select_metric]
-        best = loop["best_value"]
-        better = best is None or (
-            value > best + es.min_delta if setup.select_mode == "max" else value < best - es.min_delta
-        )
-        if better:
-            loop.update(best_value=value, best_step=step, best_rank=loop["best_rank"] + 1, bad_evals=0)
-        else:
-            loop["bad_evals"] += 1
-        if es.patience_evals and loop["bad_evals"] >= es.patience_evals:
-            loop["stopped_early"] = True
+        better = selection.record(loop, step, value, setup.select_mode, es.min_delta, es.patience_evals)
         self._plateau(scalars)
         if self.writer:
             self.writer.write(step, logged)
@@ -225,26 +225,27 @@ class _Trainer:
     def _plateau(self, scalars: dict[str, float]) -> None:
         """Divides the learning rate when ``optim.plateau_metric`` (default: the loss) has not improved for
         ``plateau_patience_evals`` evaluations."""
-        oc, loop = self.config.optim, self.loop
+        oc, name = self.config.optim, self.setup.plateau_metric
         if not oc.get("plateau_factor"):
             return
-        name = self.setup.plateau_metric
-        # Stored as "lower is better" so that the checkpointed loop state keeps one meaning.
         value = scalars[name] if self.setup.directions[name] == "min" else -scalars[name]
-        best = loop.get("plateau_best")
-        if best is None or value < best - float(oc.get("plateau_min_delta", 0.0)):
-            loop.update(plateau_best=value, plateau_bad=0)
-            return
-        loop["plateau_bad"] = loop.get("plateau_bad", 0) + 1
-        if loop["plateau_bad"] >= int(oc.get("plateau_patience_evals", 1)):
+        min_delta, patience = float(oc.get("plateau_min_delta", 0.0)), int(oc.get("plateau_patience_evals", 1))
+        if selection.plateaued(self.loop, value, min_delta, patience):
             scale = optim.plateau_scale(self.state.opt_state) * float(oc.plateau_factor)
             opt_state = optim.set_plateau_scale(self.state.opt_state, scale)
             self.state = sharding.put_replicated(self.state.replace(opt_state=opt_state), self.mesh)
-            loop["plateau_bad"] = 0
             self._say(f"validation {name} plateaued: learning rate scaled by {scale:g}")
 
     def train(self) -> None:
-        """Steps until the step budget is spent or early stopping fires."""
+        """Steps until the step budget is spent or early stopping fires.
+
+        SIGTERM or SIGINT stops it after the current step, with that step saved:
+        :class:`~mlcv.training.interrupts.Interrupted`.
+        """
+        with self.stops:
+            self._steps()
+
+    def _steps(self) -> None:
         setup, loop = self.setup, self.loop
         total, step = setup.total_steps, loop["step"]
         self._bar = tqdm(
@@ -268,15 +269,22 @@ class _Trainer:
                 # no checkpoint ever holds a state that produced a NaN.
                 self._flush(time.time() - window_t)
                 window_t = time.time()
-            if "checkpoint" not in due:
+            # On a signal this step is saved too, with the step metrics not yet logged (checked finite):
+            # the resumed run logs them at the next logging step, as an uninterrupted one would.
+            if "checkpoint" not in due and self.stops.received is None:
                 continue
-            better = self._validate(step) if "evaluate" in due else False
+            if "evaluate" in due:
+                self._validate(step)
             loop["step"] = step
-            best_rank = loop["best_rank"] if better else -1
-            self.ckpts.save(step, self.state, self.train_iter, dict(loop), best_rank=best_rank)
+            if self.writer:  # a kill then loses no logged record that the checkpoint covers
+                self.writer.flush()
+            self.ckpts.save(step, self.state, self.train_iter, dict(loop, pending_metrics=self._fetch_pending()))
             window_t = time.time()  # evaluation and saving are not training time
+            if self.stops.received is not None:
+                break
         self._bar.close()
         self.ckpts.wait()
+        self.stops.check(step)  # raises Interrupted once every save is on disk
 
     def _check_replicas(self) -> bool | None:
         """On several processes, checks every process holds the same parameters (None on one process).
@@ -294,12 +302,26 @@ class _Trainer:
         return True
 
     def finish(self, t_start: float) -> dict[str, Any]:
-        """Evaluates the checkpoint best on validation on validation and test; writes the summary and plots."""
+        """Evaluates the checkpoint best on validation on validation and test; writes the summary and plots.
+
+        If the best step fails verification, a run that never finished
+        evaluates its newest step instead (the state in memory, verified on
+        restore) and says so in one line and in the summary; a finished run
+        keeps its ``summary.json`` and stops with CheckpointError.
+        """
         loop, step, setup = self.loop, self.loop["step"], self.setup
         best_step = loop["best_step"] if loop["best_step"] is not None else self.ckpts.latest_step()
+        fallback = {}
         if best_step != step:
-            state, _ = self.ckpts.restore(best_step, self.state)
-            self.state = sharding.put_replicated(state, self.mesh)
+            try:
+                state, _ = self.ckpts.restore(best_step, self.state)
+                self.state = sharding.put_replicated(state, self.mesh)
+            except checkpoint.CorruptCheckpoint as e:
+                if (self.workdir / "summary.json").exists():
+                    raise checkpoint.CheckpointError(f"{e}; the finished run's summary.json is kept") from None
+                self._say(f"{e}; evaluating the newest step, {step}, instead")
+                fallback = {"checkpoint_fallback": f"best step {best_step}: {e.reason}; evaluated step {step}"}
+                best_step = step
         replicas_identical = self._check_replicas()
         val, _ = self.evaluate("validation")
         test, test_extras = self.evaluate("test")
@@ -326,6 +348,7 @@ class _Trainer:
             "best_step": best_step,
             "selected_on": {"metric": setup.select_metric, "mode": setup.select_mode},
             "stopped_early": loop["stopped_early"],
+            **fallback,
             "validation": val,
             "test": test,
             **averaged,
