@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mlcv import config as config_lib
 from mlcv import optim, report, workdirs
 from mlcv.data import pipeline
-from mlcv.training import checkpoint, interrupts, runs, selection, sharding, steps
+from mlcv.training import checkpoint, interrupts, runs, sanity, selection, sharding, steps
 from mlcv.training.setup import RunSetup
 
 
@@ -56,17 +56,24 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[s
         raised before anything is written to ``workdir``.
       NonFiniteError: the loss became NaN or infinite; the newest checkpoint
         on disk is the last good one.
+      WorkdirBusy: another process runs in ``workdir`` (a ConfigError); nothing is written.
+      WorkdirError: a file of ``workdir`` cannot be written; names the path and the cause.
     """
     t_start = time.time()
     setup = RunSetup(config)
     workdir = Path(workdir)
     workdirs.check_config(workdir, config)
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-    trainer = _Trainer(config, setup, workdir)
-    trainer.train()
-    return trainer.finish(t_start)
+    is_main = jax.process_index() == 0
+    # Only process 0 writes, so only it locks; the lock is its first write and is held to the end.
+    with workdirs.lock(workdir, active=is_main):
+        if is_main:
+            workdirs.write_text(workdir / "config.json", config.to_json_best_effort(indent=2, sort_keys=True))
+        trainer = _Trainer(config, setup, workdir)
+        trainer.train()
+        summary = trainer.finish(t_start)
+    if is_main:
+        workdirs.warn_non_finite(summary, workdir / "summary.json")
+    return summary
 
 
 class _Trainer:
@@ -362,6 +369,7 @@ class _Trainer:
             "replicas_identical": replicas_identical,
             "processes": jax.process_count(),
         }
+        sanity.warn_if_not_learned(summary, setup.task, setup.directions, self._say)
         if self.is_main:
             self.writer.close()
             plots = self.workdir / "plots"

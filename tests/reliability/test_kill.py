@@ -1,0 +1,113 @@
+"""kill -9 at random moments: every killed run resumes and ends with the uninterrupted run's numbers and logs.
+
+The moments are drawn uniformly over the whole life of a run (start-up, compilation, training, saves, the
+final evaluation), plus one kill aimed at the last save (the moment its temporary directory appears). The
+fast test in CI makes two kills; ``-m slow`` makes twenty::
+
+  .venv/bin/python -m pytest -m slow tests/reliability/test_kill.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, launch_cmd
+
+from mlcv.report import read_metrics
+
+STEPS = 30
+ARGS = [
+    "--config=experiments/digits_cnn.py:runlocal",
+    f"--config.total_steps={STEPS}",
+    "--config.eval_every_steps=10",
+    "--config.log_every_steps=5",
+    "--config.checkpoint.keep=1",
+    "--config.tensorboard=False",
+]
+# Wall-clock figures of a run are not results.
+_TIMING = ("train/images_per_sec",)
+
+
+def _launch(workdir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        launch_cmd(*ARGS, f"--workdir={workdir}"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def _finish(workdir: Path) -> None:
+    proc = subprocess.run(launch_cmd(*ARGS, f"--workdir={workdir}"), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _records(workdir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in _TIMING} for r in read_metrics(workdir / "metrics.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, float]:
+    """An uninterrupted run and its wall time."""
+    wd = tmp_path_factory.mktemp("kill") / "reference"
+    t0 = time.time()
+    _finish(wd)
+    return wd, time.time() - t0
+
+
+def _kill_at(workdir: Path, delay_s: float) -> None:
+    proc = _launch(workdir)
+    time.sleep(delay_s)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _kill_during_last_save(workdir: Path, timeout_s: float = 120.0) -> None:
+    """Kills the moment orbax starts writing the last step (its temporary directory appears)."""
+    proc = _launch(workdir)
+    ckpt, t0 = workdir / "checkpoints", time.time()
+    while proc.poll() is None and time.time() - t0 < timeout_s:
+        if ckpt.is_dir() and any(p.name.startswith(f"{STEPS}.") and "tmp" in p.name for p in ckpt.iterdir()):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.communicate()
+
+
+def _assert_same(reference: Path, workdir: Path) -> None:
+    a = json.loads((reference / "summary.json").read_text())
+    b = json.loads((workdir / "summary.json").read_text())
+    assert b["best_step"] == a["best_step"]
+    for split in ("validation", "test"):
+        assert b[split] == a[split], split  # exactly: the same numbers, not merely close ones
+    assert _records(workdir) == _records(reference)
+
+
+def _kills(reference: tuple[Path, float], tmp_path: Path, count: int, seed: int) -> None:
+    ref, wall = reference
+    rng = np.random.default_rng(seed)
+    for i, delay in enumerate(rng.uniform(0.0, wall, size=count)):
+        wd = tmp_path / f"k{i}"
+        _kill_at(wd, float(delay))
+        _finish(wd)
+        _assert_same(ref, wd)
+
+
+def test_two_kills_and_one_during_the_last_save(reference, tmp_path):
+    """A fast core for CI: two kill -9 at random moments, and one as the last save starts."""
+    _kills(reference, tmp_path, count=2, seed=0)
+    wd = tmp_path / "last_save"
+    _kill_during_last_save(wd)
+    _finish(wd)
+    _assert_same(reference[0], wd)
+
+
+@pytest.mark.slow
+def test_twenty_kills(reference, tmp_path):
+    """Twenty kill -9 at moments drawn over a whole run; each resumes to the uninterrupted run's numbers and logs."""
+    _kills(reference, tmp_path, count=20, seed=1)
