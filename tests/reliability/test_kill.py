@@ -108,6 +108,7 @@ def test_two_kills_and_one_during_the_last_save(reference, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # twenty runs, each killed and resumed: longer than the suite's 600 s a test
 def test_twenty_kills(reference, tmp_path):
     """Twenty kill -9 at moments drawn over a whole run; each resumes to the uninterrupted run's numbers and logs."""
     _kills(reference, tmp_path, count=20, seed=1)
