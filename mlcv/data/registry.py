@@ -70,6 +70,11 @@ _DIGITS_STATS = {"normalize": {"mean": 4.88, "std": 6.02}}
 # them: background (10 m) is 92 % of the pixels, bodies average 3.31 m. Computed once in float64 as
 # d = load_arrays("bodies", "train")["image"].astype(np.float64); d.mean(), d.std() -> 9.4530, 1.8355.
 _BODIES_STATS = {"normalize": {"mean": 9.453, "std": 1.8355}}
+# Per-channel RGB statistics of the digit scenes' train splits over all pixels, computed once in float64 as
+# x = np.stack([s["image"] for s in DigitScenes.generate("train")]).astype(np.float64).reshape(-1, 3);
+# x.mean(0), x.std(0) (scenes_builder; DigitScenesSingle for the single-digit variant).
+_SCENES_STATS = {"normalize": {"mean": (127.47, 104.88, 94.31), "std": (76.37, 64.82, 67.41)}}
+_SCENES_SINGLE_STATS = {"normalize": {"mean": (126.47, 99.60, 87.94), "std": (78.17, 63.23, 64.74)}}
 
 
 def _grey(height: int | None, width: int | None) -> Feature:
@@ -84,6 +89,20 @@ def _stereo(height: int, width: int, *, right_view: bool) -> dict[str, Feature]:
         "image_right": Feature("image_right", (height, width, 1), "uint8"),
         **{f"disparity{v}": Feature("disparity", (height, width), "float32") for v in views},
         **{f"disparity{v}_mask": Feature("masks", (height, width), "bool") for v in views},
+    }
+
+
+_DIGIT_NAMES = tuple(str(i) for i in range(10))
+
+
+def _digit_scenes(size: int) -> dict[str, Feature]:
+    """RGB scenes of digits with their boxes, box classes, instance masks and semantic mask (0 = background)."""
+    return {
+        "image": Feature("image", (size, size, 3), "uint8"),
+        "boxes": Feature("boxes", (None, 4), "float32"),
+        "box_labels": Feature("box_labels", (None,), "int64", class_names=_DIGIT_NAMES),
+        "masks": Feature("masks", (None, size, size), "bool"),
+        "segmentation": Feature("segmentation", (size, size), "uint8", class_names=("background", *_DIGIT_NAMES)),
     }
 
 
@@ -126,6 +145,24 @@ _BUILTIN: dict[str, DatasetSpec] = {
         builtin=True,
         features=_stereo(64, 96, right_view=True),
     ),
+    # Real digits pasted on photo crops, 96x96 RGB, 1-6 per scene: boxes, instance and semantic masks.
+    # 2000 / 200 / 500 scenes; each role pastes only the digits of that role of ``digits``. num_classes is the
+    # segmentation's 11 (background + 10 digits); box_labels declare the 10 digit classes.
+    "digit_scenes": DatasetSpec(
+        name="digit_scenes",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        op_defaults=_SCENES_STATS,
+        builtin=True,
+        features=_digit_scenes(96),
+    ),
+    # The same with exactly one digit per 64x64 scene, for a localization head. 2000 / 200 / 500 scenes.
+    "digit_scenes_single": DatasetSpec(
+        name="digit_scenes_single",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        op_defaults=_SCENES_SINGLE_STATS,
+        builtin=True,
+        features=_digit_scenes(64),
+    ),
     # The Middlebury Motorcycle pair (scikit-image, 500x741 grey): one record, for testing only.
     "motorcycle": DatasetSpec(
         name="motorcycle",
@@ -143,6 +180,8 @@ _BUILDERS = {
     "bodies": "mlcv.data.sources.bodies_builder:Bodies",
     "random_dot_stereo": "mlcv.data.sources.stereo_builders:RandomDotStereo",
     "motorcycle": "mlcv.data.sources.stereo_builders:Motorcycle",
+    "digit_scenes": "mlcv.data.sources.scenes_builder:DigitScenes",
+    "digit_scenes_single": "mlcv.data.sources.scenes_builder:DigitScenesSingle",
 }
 
 # Catalogue datasets stored as uint8 images: map them to [-1, 1] unless their statistics are known.
