@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from mlcv.config import ConfigError
 from mlcv.tasks.base import StepContext, Task
+from mlcv.tasks.centernet import CenterNetTask
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
 from mlcv.tasks.segmentation import SegmentationTask
 
 _TASKS: dict[str, type[Task]] = {
+    "centernet": CenterNetTask,
     "classification": ClassificationTask,
     "distillation": DistillationTask,
     "segmentation": SegmentationTask,
