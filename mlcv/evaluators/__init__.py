@@ -8,9 +8,10 @@ Each entry of ``config.evals`` names a registered evaluator and its arguments, e
 """
 
 # The evaluator modules register themselves on import.
-from mlcv.evaluators import classification, loss, ranking, segmentation  # noqa: F401
+from mlcv.evaluators import classification, detection, loss, ranking, segmentation  # noqa: F401
 from mlcv.evaluators.base import Evaluator, SummingEvaluator
 from mlcv.evaluators.classification import ClassificationEvaluator
+from mlcv.evaluators.detection import DetectionEvaluator
 from mlcv.evaluators.loss import LossEvaluator
 from mlcv.evaluators.ranking import AveragePrecisionEvaluator, average_precision, precision_recall_curve
 from mlcv.evaluators.registry import build, get, names, register
@@ -19,6 +20,7 @@ from mlcv.evaluators.segmentation import SegmentationEvaluator, segmentation_sco
 __all__ = [
     "AveragePrecisionEvaluator",
     "ClassificationEvaluator",
+    "DetectionEvaluator",
     "Evaluator",
     "LossEvaluator",
     "SegmentationEvaluator",
