@@ -167,9 +167,24 @@ def warn_non_finite(summary: dict[str, Any], path: str | os.PathLike) -> None:
 
     A non-finite result must never pass as a number, nor vanish as a silent ``null``.
     """
-    bad = non_finite(summary)
+    bad = _grouped(non_finite(summary))
     if bad:
         print(f"warning: {', '.join(bad)} not finite (NaN or infinite), written as null in {path}", file=sys.stderr)
+
+
+def _grouped(keys: list[str], limit: int = 3) -> list[str]:
+    """``keys`` with the entries of one list told once: more than ``limit`` of ``a.b.<i>`` become ``a.b.* (n)``.
+
+    A curve with 100 undefined points (a precision where no detection passes) is one fact, not 100 lines.
+    """
+    parents: dict[str, list[str]] = {}
+    for key in keys:
+        head, _, last = key.rpartition(".")
+        parents.setdefault(head if last.isdigit() else key, []).append(key)
+    out = []
+    for parent, members in parents.items():
+        out.extend(members if len(members) <= limit else [f"{parent}.* ({len(members)} values)"])
+    return out
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -161,6 +161,9 @@ class DetectionEvaluator(Evaluator):
             num_classes=self.num_classes,
             max_detections=self.max_detections[-1],
         )
+        # Above the highest score no detection passes and precision is undefined: the curve ends there.
+        passed = ~np.isnan(precision)
+        grid, precision, recall = grid[passed], precision[passed], recall[passed]
         extras = {
             "per_class_ap": ev.per_class_ap().tolist(),
             "pr_curves": {

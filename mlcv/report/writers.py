@@ -110,7 +110,9 @@ class MetricWriter:
         for k, v in scalars.items():
             v = float(v)
             record[k] = v if math.isfinite(v) else None
-            if self._tb is not None:
+            # An undefined metric (AP of a size no object has) is a gap in TensorBoard's curve, not a warning per
+            # eval from tensorboardX; metrics.jsonl keeps it as null and the loop's guard reports a NaN loss.
+            if self._tb is not None and math.isfinite(v):
                 self._tb.add_scalar(k, v, int(step))
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -84,3 +84,11 @@ def test_write_into_a_missing_directory_names_the_path(tmp_path):
     path = tmp_path / "gone" / "summary.json"
     with pytest.raises(workdirs.WorkdirError, match=f"^cannot write {path}: No such file or directory$"):
         workdirs.write_json(path, {})
+
+
+def test_long_lists_of_non_finite_values_are_told_once(tmp_path, capsys):
+    path = tmp_path / "summary.json"
+    summary = {"test": {"ap_large": float("nan")}, "curve": [float("nan")] * 40 + [0.5], "pair": [float("nan")] * 2}
+    workdirs.warn_non_finite(summary, path)
+    want = "warning: test.ap_large, curve.* (40 values), pair.0, pair.1 not finite (NaN or infinite), written as null"
+    assert capsys.readouterr().err.startswith(want)
