@@ -49,7 +49,10 @@ class DatasetSpec:
       builtin: True for datasets whose builder ships with mlcv.
       features: the records' keys and what they hold, declared so that shapes and classes are known
         without preparing the data (see :func:`meta`); empty for catalogue datasets, whose TFDS
-        ``dataset_info`` says it.
+        ``dataset_info`` says it, but for the keys that their decode op adds (see ``decoded``).
+      decoded: for a catalogue dataset whose pp strings start with a decode op (``decode_detection``): the
+        contract keys of the decoded records by the TFDS feature each comes from. :func:`meta` then describes
+        the decoded records: these keys with the TFDS features' shapes and classes, plus ``features``.
     """
 
     name: str
@@ -57,6 +60,7 @@ class DatasetSpec:
     op_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     builtin: bool = False
     features: dict[str, Feature] = dataclasses.field(default_factory=dict)
+    decoded: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", Splits(self.name, dict(self.splits)))
@@ -190,6 +194,20 @@ _UINT8_STATS = {"normalize": {"mean": 127.5, "std": 127.5}}
 _IMAGENET_STATS = {"normalize": {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}}
 _HOLD_OUT_10 = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
 
+# TFDS detection datasets after ``decode_detection`` (mlcv/data/ops/catalogue.py): boxes in pixels, classes from
+# the TFDS ClassLabel, and per box a crowd flag (COCO's is_crowd, VOC's is_difficult: ignored by the detection
+# evaluator) and the area that decides the size range (COCO's, else the box's).
+_DETECTION_DECODED = {"image": "image", "boxes": "objects/bbox", "box_labels": "objects/label"}
+_DETECTION_ADDED = {
+    "box_crowd": Feature("masks", (None,), "bool"),  # a binary flag per box
+    "box_area": Feature("boxes", (None,), "float32"),  # pixels^2 of the current image
+}
+
+
+def _detection(name: str, splits: dict[str, str]) -> DatasetSpec:
+    return DatasetSpec(name, splits, _IMAGENET_STATS, features=_DETECTION_ADDED, decoded=_DETECTION_DECODED)
+
+
 # Per-channel pixel statistics of the training splits (the usual published values, in 0-255 units) and the
 # role of each split. Datasets without a labelled test split are tested on their validation split, and
 # their validation split for model selection is carved out of training data.
@@ -210,6 +228,13 @@ _CATALOGUE: dict[str, DatasetSpec] = {
     "imagenet2012": DatasetSpec(
         "imagenet2012", {"train": "train[10009:]", "validation": "train[:10009]", "test": "validation"}, _IMAGENET_STATS
     ),
+    # Detection, read through decode_detection (e.g. pp "decode_detection|resize(512)|pad_boxes(50)|normalize";
+    # for training decode_detection(crowd='drop', difficult='drop')). VOC 2007: 2,501 / 2,510 / 4,952 images,
+    # all labelled (its usual protocol trains on train+validation: config.data.train_split).
+    "voc/2007": _detection("voc/2007", {"train": "train", "validation": "validation", "test": "test"}),
+    # COCO 2017: test2017 has no labels, so val2017 (5,000 images) is the test and as many training images are
+    # held out for model selection.
+    "coco/2017": _detection("coco/2017", {"train": "train[5000:]", "validation": "train[:5000]", "test": "validation"}),
 }
 
 
@@ -226,9 +251,11 @@ def get(name: str) -> DatasetSpec:
     """
     if name in _BUILTIN:
         return _BUILTIN[name]
-    base = name.split(":")[0].split("/")[0]  # "mnist:3.0.1" is mnist at a pinned version
-    if base in _CATALOGUE:
-        return dataclasses.replace(_CATALOGUE[base], name=name)
+    config = name.split(":")[0]  # "mnist:3.0.1" is mnist at a pinned version
+    base = config.split("/")[0]  # "voc/2007" is a config of voc, with a spec of its own
+    for key in (config, base):
+        if key in _CATALOGUE:
+            return dataclasses.replace(_CATALOGUE[key], name=name)
     import tensorflow_datasets as tfds
 
     try:
@@ -293,13 +320,17 @@ def meta(spec: DatasetSpec, source: Any = None, *, data_dir: str | None = None) 
 
     From ``spec.features`` when declared (every built-in dataset: no data is read or prepared), else
     from the TFDS ``dataset_info.features`` of ``source`` (a data source of any of the dataset's
-    splits), or, without one, of the dataset's training source.
+    splits), or, without one, of the dataset's training source. A spec with ``decoded`` keys describes
+    its records after the decode op: those keys from the TFDS features, and ``spec.features``.
     """
-    if spec.features:
+    if spec.features and not spec.decoded:
         return from_features(spec.features)
     if source is None:
         source = _open_source(spec, spec.splits["train"], data_dir=data_dir)
-    return from_features(from_tfds(source.dataset_info.features))
+    features = from_tfds(source.dataset_info.features)
+    if spec.decoded:
+        features = {key: features[tfds_key] for key, tfds_key in spec.decoded.items()} | spec.features
+    return from_features(features)
 
 
 def num_classes(src, label_key: str = "label") -> int:

@@ -31,6 +31,7 @@ def test_registered_names():
         "center_crop",
         "color_jitter",
         "cutout",
+        "decode_detection",
         "flip_lr",
         "flip_ud",
         "keep",
@@ -280,6 +281,7 @@ OP_CASES = {
     "center_crop": ("center_crop((4, 6))", (4, 6)),
     "color_jitter": ("color_jitter(0.4, 0.4, 0.4)", (8, 8)),
     "cutout": ("cutout(4, p=1.0)", (8, 8)),
+    "decode_detection": ("decode_detection", (8, 8)),  # no TFDS objects: passes through
     "flip_lr": ("flip_lr", (8, 8)),
     "flip_ud": ("flip_ud", (8, 8)),
     "keep": ("keep('image', 'label')", (8, 8)),

@@ -4,8 +4,11 @@ Boxes are ``[N, 4]`` float32 ``(ymin, xmin, ymax, xmax)`` in continuous pixel
 coordinates of the current image: pixel row ``i`` spans ``[i, i + 1)``, so a
 box covering rows 2..4 inclusive has ``ymin = 2, ymax = 5``. ``box_labels``
 ``[N]`` and the instance ``masks`` ``[N, H, W]`` are aligned with them row by
-row; after ``pad_boxes(n)`` a ``box_mask`` ``[n]`` (1 valid, 0 padding) marks
-which rows are real.
+row, and so are the optional ``box_crowd`` ``[N]`` (1: a region the detection
+evaluator ignores) and ``box_area`` ``[N]`` (the object's area in pixels of the
+current image, which decides its size range) of catalogue detection datasets;
+after ``pad_boxes(n)`` a ``box_mask`` ``[n]`` (1 valid, 0 padding) marks which
+rows are real.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import numpy as np
 
 from mlcv.data.ops.registry import Example, Op, register
 
-BOX_ROW_KEYS = ("boxes", "box_labels", "box_mask", "masks")
+BOX_ROW_KEYS = ("boxes", "box_labels", "box_mask", "masks", "box_crowd", "box_area")
+# The per-box rows that follow their box: dropped, zeroed or padded with it.
+_ROWS = ("box_labels", "masks", "box_crowd", "box_area")
 
 
 def as_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -87,36 +92,49 @@ def _clip_polygon(poly: np.ndarray, height: int, width: int) -> np.ndarray:
     return poly
 
 
-def set_boxes(out: Example, boxes: np.ndarray, height: int, width: int) -> Example:
+def set_boxes(out: Example, boxes: np.ndarray, height: int, width: int, area_scale: float = 1.0) -> Example:
     """Stores transformed ``boxes`` in ``out`` clipped to a ``height x width`` image, dropping empty ones.
 
-    A box with zero area after clipping goes together with its ``box_labels`` and ``masks`` rows (``out``'s masks
-    must already be transformed). When ``box_mask`` is present (after ``pad_boxes``) the row count is fixed for
-    batching, so such a box becomes a padding row instead: zero box, label and mask, ``box_mask`` 0.
+    A box with zero area after clipping goes together with its ``box_labels``, ``masks``, ``box_crowd`` and
+    ``box_area`` rows (``out``'s masks must already be transformed). When ``box_mask`` is present (after
+    ``pad_boxes``) the row count is fixed for batching, so such a box becomes a padding row instead: zero box and
+    rows, ``box_mask`` 0. ``box_area`` is multiplied by ``area_scale`` (the transform's pixel-area factor: a resize's
+    ``sy * sx``) and by the fraction of the transformed box that the clipping keeps: exact for flips and resizes, a
+    box-shaped estimate of what a crop leaves of an object.
     """
-    b = np.clip(as_boxes(boxes), 0, np.array([height, width, height, width], np.float32))
+    moved = as_boxes(boxes)
+    b = np.clip(moved, 0, np.array([height, width, height, width], np.float32))
     valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    if "box_area" in out:
+        before, after = _box_areas(moved), _box_areas(b)
+        kept = np.divide(after, before, out=np.ones_like(before), where=before > 0)
+        out["box_area"] = (np.asarray(out["box_area"], np.float32) * np.float32(area_scale) * kept).astype(np.float32)
     if "box_mask" in out:
         valid &= np.asarray(out["box_mask"]) > 0
         b[~valid] = 0
         out["box_mask"] = valid.astype(np.float32)
-        for key in ("box_labels", "masks"):
+        for key in _ROWS:
             if key in out:
                 rows = np.array(out[key], copy=True)
                 rows[~valid] = 0
                 out[key] = rows
     elif not valid.all():
         b = b[valid]
-        for key in ("box_labels", "masks"):
+        for key in _ROWS:
             if key in out:
                 out[key] = np.asarray(out[key])[valid]
     out["boxes"] = b
     return out
 
 
+def _box_areas(boxes: np.ndarray) -> np.ndarray:
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+
+
 @register("pad_boxes", moves=BOX_ROW_KEYS)
 def pad_boxes(n: int, error: bool = False) -> Op:
-    """Pads ``boxes``, ``box_labels`` and ``masks`` (if present) with zero rows to exactly ``n``; adds ``box_mask``.
+    """Pads ``boxes``, ``box_labels`` and ``masks``, ``box_crowd``, ``box_area`` (if present) with zero rows to exactly
+    ``n``; adds ``box_mask``.
 
     More than ``n`` boxes: keeps the first ``n`` (``error=True`` raises ValueError instead). An example without
     ``boxes`` gets ``n`` padding rows, so examples with and without boxes batch together; a missing
@@ -135,8 +153,9 @@ def pad_boxes(n: int, error: bool = False) -> Op:
         out["boxes"] = _pad_rows(boxes, n, keep_rows)
         out["box_labels"] = _pad_rows(labels.astype(np.int32, copy=False), n, keep_rows)
         out["box_mask"] = _pad_rows(valid, n, keep_rows)
-        if "masks" in ex:
-            out["masks"] = _pad_rows(np.asarray(ex["masks"]), n, keep_rows)
+        for key in ("masks", "box_crowd", "box_area"):
+            if key in ex:
+                out[key] = _pad_rows(np.asarray(ex[key]), n, keep_rows)
         return out
 
     return op

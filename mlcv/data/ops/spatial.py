@@ -14,7 +14,7 @@ geometric ops of :mod:`mlcv.data.ops.geometric` compose. Per key:
 - ``disparity`` values are x-distances in pixels, so a resize scales them by
   ``new_w / old_w``; a vertical flip or a crop keeps them.
 - ``boxes``: transformed geometrically, clipped, empty ones dropped with their
-  rows (``boxes.set_boxes``).
+  rows (``boxes.set_boxes``); a ``box_area`` row scales with its box.
 
 Nearest and bilinear sampling share the half-pixel geometry: pixel ``i``
 spans ``[i, i + 1)`` and output pixel centres map to input positions by the
@@ -191,7 +191,8 @@ def resize(ex: Example, h: int, w: int) -> Example:
 
     out = _per_key(ex, fn)
     if "boxes" in ex:
-        out = set_boxes(out, shift_scale_boxes(ex["boxes"], 0, 0, h / height, w / width), h, w)
+        sy, sx = h / height, w / width
+        out = set_boxes(out, shift_scale_boxes(ex["boxes"], 0, 0, sy, sx), h, w, area_scale=sy * sx)
     return out
 
 
