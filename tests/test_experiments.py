@@ -31,6 +31,8 @@ EXPERIMENTS = ROOT / "experiments"
 CASES: dict[str, tuple[str | None, ...]] = {
     "digits_cnn": (None, "runlocal"),
     "bodies_fcn": (None, "runlocal"),
+    "scenes_centernet": (None, "runlocal"),
+    "scenes_localization": (None, "runlocal"),
     "digits_linear": (None, "runlocal", "loss=rmse", "loss=rmse,runlocal"),
     "digits_mlp": (None, "runlocal", "activation=sigmoid"),
     "digits_ablation": (None, "runlocal"),
@@ -52,6 +54,7 @@ CASES: dict[str, tuple[str | None, ...]] = {
         "depth=110,runlocal",
     ),
     "imagenet_resnet50": (None, "runlocal", "schedule=step", "schedule=step,label_smoothing=0.0"),
+    "scenes_retinanet": (None, "runlocal"),
 }
 # Longer than MAX_LINES on purpose: the ablation's table is its rows; Viola-Jones documents a detector
 # whose every stage of training, mining and grouping has keys of its own.

@@ -10,12 +10,14 @@ from mlcv.tasks.base import StepContext, Task
 from mlcv.tasks.centernet import CenterNetTask
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
+from mlcv.tasks.localization import LocalizationTask
 from mlcv.tasks.segmentation import SegmentationTask
 
 _TASKS: dict[str, type[Task]] = {
     "centernet": CenterNetTask,
     "classification": ClassificationTask,
     "distillation": DistillationTask,
+    "localization": LocalizationTask,
     "segmentation": SegmentationTask,
 }
 

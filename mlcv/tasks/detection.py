@@ -45,6 +45,9 @@ class DetectionTask(Task):
         if not self.num_classes:
             raise ConfigError(f"dataset {name!r} (config.data.name) declares no box classes")
         self.class_names = tuple(features["box_labels"].class_names or ())
+        # Per-box rows of catalogue datasets (decode_detection) that the detection evaluator reads: crowd
+        # regions are neither hits nor misses, and COCO's size ranges use the annotated area.
+        self.target_keys = (*type(self).target_keys, *(k for k in ("box_crowd", "box_area") if k in features))
         for key in ("pp_train", "pp_eval"):
             # Images hold different numbers of boxes; only padded rows batch into one array.
             if "pad_boxes(" not in str(config.data.get(key, "")):

@@ -96,7 +96,7 @@ class _Trainer:
             )
         )
         example = self._example("train", dc.batch_size, dc.pp_train)
-        state = setup.builder.init(jax.random.PRNGKey(config.seed), example, setup.tx)
+        state = setup.builder.init(jax.random.PRNGKey(config.seed), example, setup.tx, setup.init_from)
         self.state = sharding.put_replicated(state, self.mesh)
         self.ckpts = checkpoint.Checkpoints(
             workdir / "checkpoints", keep=config.checkpoint.keep, keep_steps=setup.snapshots
@@ -116,6 +116,8 @@ class _Trainer:
             start, state, self.loop = resumed
             self.state = sharding.put_replicated(state, self.mesh)
             self._say(f"resumed from step {start} of {workdir}")
+        elif setup.init_from is not None:
+            self._say(setup.builder.transfer_line)
         if self.writer:  # records past the restored step (all of them without one) are redone
             self.writer.truncate_after(resumed[0] if resumed else 0)
         ckpt_every = config_lib.steps(config.checkpoint, "every", setup.steps_per_epoch)

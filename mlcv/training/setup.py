@@ -21,7 +21,7 @@ from mlcv import data, optim
 from mlcv.config import ConfigError, Range
 from mlcv.data import ops as ops_lib
 from mlcv.data import pipeline
-from mlcv.training import runs, steps
+from mlcv.training import runs, steps, transfer
 
 #: The accepted range of each numeric key the loop reads (durations are checked by config.steps).
 RANGES: dict[str, Range] = {
@@ -123,6 +123,7 @@ class RunSetup:
                 raise ConfigError(f"config.data.{pp_key}: {e}") from None
         self.meta = data.meta(self.spec, self.sources["train"])
         self.task = runs.build_task(config, self.meta)
+        self.init_from = transfer.load(config, runs.load_run)  # a bad config.init_from fails here, before any file
         check_model_fields(config.get("model"), getattr(self.task, "model", None))
         self.eval_configs = runs.evaluator_configs(config, self.task)
         # Built once here so that a bad evaluator config fails before anything is written.

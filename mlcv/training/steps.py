@@ -22,7 +22,7 @@ import optax
 from mlcv import averaging
 from mlcv.config import ConfigError
 from mlcv.tasks.base import StepContext, Task
-from mlcv.training import sharding
+from mlcv.training import sharding, transfer
 from mlcv.training.state import TrainState
 
 # A 10,000-parameter Hessian is 400 MB in float32.
@@ -66,10 +66,21 @@ class StepBuilder:
         """Whether :meth:`forward` then :meth:`backward` may stand for :meth:`train_step` (not for Newton)."""
         return not self.newton
 
-    def init(self, rng: jax.Array, batch: Mapping[str, Any], tx: optax.GradientTransformation) -> TrainState:
-        """The initial train state, parameters shaped by ``batch``."""
+    def init(
+        self, rng: jax.Array, batch: Mapping[str, Any], tx: optax.GradientTransformation, init_from: Any = None
+    ) -> TrainState:
+        """The initial train state, parameters shaped by ``batch``; ``init_from`` a :class:`transfer.InitSource`.
+
+        With ``init_from``, :attr:`transfer_line` says what was copied from it.
+        """
         init_rng, state_rng = jax.random.split(rng)
         variables = self.task.init_variables(init_rng, batch)
+        if init_from is not None:
+            source = {"params": init_from.variables["params"], "batch_stats": init_from.variables.get("batch_stats")}
+            target = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+            merged, copied, kept = transfer.merge(target, source)
+            variables = {**variables, **merged}
+            self.transfer_line = transfer.describe(init_from, copied, kept)
         params = variables["params"]
         n_params = sum(x.size for x in jax.tree.leaves(params))
         if self.newton and n_params > _NEWTON_MAX_PARAMS:
