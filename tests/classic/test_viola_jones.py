@@ -203,3 +203,43 @@ def box_overlaps(boxes: np.ndarray) -> int:
 
     inter = box_ops.iou(boxes, boxes) > 0
     return int((inter.sum() - len(boxes)) // 2)
+
+
+def test_average_precision_equals_pycocotools(fitted):
+    """The detector's AP on its scenes with known faces is COCO's, as pycocotools computes it."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    method = fitted[0]
+    method._scored = []
+    method._pasted("test", method.config.negatives.test_scenes[0])
+    method._astronaut()
+    scored = list(method._scored)
+    ours = method._average_precision()
+    images, annotations, detections = [], [], []
+    for i, (gt, boxes, scores) in enumerate(scored):
+        images.append({"id": i})
+        for b in np.asarray(gt, float).reshape(-1, 4):  # (x0, y0, x1, y1) -> COCO's (x, y, w, h)
+            w, h = b[2] - b[0], b[3] - b[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "bbox": [b[0], b[1], w, h],
+                                "area": w * h, "iscrowd": 0})  # fmt: skip
+        for b, s in zip(np.asarray(boxes, float).reshape(-1, 4), scores, strict=True):
+            detections.append({"image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                               "score": float(s)})  # fmt: skip
+    if not detections:
+        pytest.skip("the runlocal detector found nothing on these scenes")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1}]}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(detections), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    want = [None if v < 0 else v for v in ev.stats[:3]]
+    got = [ours["ap"], ours["ap50"], ours["ap75"]]
+    for g, w in zip(got, want, strict=True):
+        assert (np.isnan(g) and w is None) or g == pytest.approx(w, abs=1e-9)
