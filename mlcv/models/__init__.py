@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 
 from mlcv.config import ConfigError
-from mlcv.models import alexnet, centernet, cnn, fcn, inception, linear, mlp, mobilenet, resnet, vgg
+from mlcv.models import alexnet, centernet, cnn, fcn, inception, linear, mlp, mobilenet, resnet, retinanet, vgg
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "linear": linear.Linear,
@@ -44,9 +44,11 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v1": mobilenet.MobileNetV1,
     "small_fcn": fcn.SmallFCN,
     "centernet": centernet.CenterNet,
+    "retinanet": retinanet.RetinaNet,
     "_resnet_tiny": resnet.ResNetTiny,
     "_small_fcn_tiny": fcn.SmallFCNTiny,
     "_centernet_tiny": centernet.CenterNetTiny,
+    "_retinanet_tiny": retinanet.RetinaNetTiny,
 }
 
 

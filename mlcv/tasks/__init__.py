@@ -11,6 +11,7 @@ from mlcv.tasks.centernet import CenterNetTask
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
 from mlcv.tasks.localization import LocalizationTask
+from mlcv.tasks.retinanet import RetinaNetTask
 from mlcv.tasks.segmentation import SegmentationTask
 
 _TASKS: dict[str, type[Task]] = {
@@ -18,6 +19,7 @@ _TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "distillation": DistillationTask,
     "localization": LocalizationTask,
+    "retinanet": RetinaNetTask,
     "segmentation": SegmentationTask,
 }
 
