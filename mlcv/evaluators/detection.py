@@ -102,6 +102,8 @@ class DetectionEvaluator(Evaluator):
         out["box_crowd"] = batch["box_crowd"] if "box_crowd" in batch else jnp.zeros_like(batch["box_mask"])
         if "box_area" in batch:
             out["box_area"] = batch["box_area"]
+        if "box_overflow" in batch:  # boxes beyond pad_boxes(n): neither scored nor seen
+            out["box_overflow"] = jnp.sum(batch["box_overflow"] * (batch["mask"] > 0))
         if self.draw_images > 0 and "image" in batch:
             # The first rows suffice: padded rows come last, so the split's first images lead the first batches.
             out["image"] = batch["image"][: self.draw_images]
@@ -111,9 +113,11 @@ class DetectionEvaluator(Evaluator):
         self.ground_truth: list[dict[str, np.ndarray]] = []
         self.detections: list[dict[str, np.ndarray]] = []
         self.examples: list[dict[str, Any]] = []
+        self.boxes_dropped = 0
 
     def update(self, fetched: Mapping[str, Any]) -> None:
         f = {k: np.asarray(v) for k, v in fetched.items()}
+        self.boxes_dropped += int(f.get("box_overflow", 0))
         for i in np.flatnonzero(f["mask"] > 0):
             real = f["box_mask"][i] > 0
             gt = {"boxes": f["boxes"][i][real], "labels": f["box_labels"][i][real], "crowd": f["box_crowd"][i][real]}
@@ -178,6 +182,7 @@ class DetectionEvaluator(Evaluator):
                 "recall": recall.tolist(),
             },
             "detection_examples": list(self.examples),
+            "boxes_dropped": self.boxes_dropped,
         }
         return {k: float(v) for k, v in ev.stats.items()}, extras
 

@@ -13,13 +13,21 @@ image, ``box_labels`` ``[B, n]`` (class ``0..C-1``, no background class) and ``b
 The ``detection`` evaluator (COCO's AP@[.5:.95], AP50, AP75, by size, recalls) reads those keys; the
 headline is ``ap``. Config keys under ``config.detection`` (all optional): ``max_detections`` (100, as
 COCO scores at most 100 detections an image).
+
+Bad input: boxes outside the image are clipped by the geometric ops, and boxes that a crop leaves empty
+become padding rows (:func:`mlcv.data.ops.boxes.set_boxes`); an image without objects trains on
+background only. An image with more boxes than ``pad_boxes(n)`` keeps its first ``n``: the boxes dropped are
+logged as ``train/boxes_dropped`` in ``metrics.jsonl`` and counted in the detection evaluator's
+``boxes_dropped`` extra, so a too small ``n`` shows; ``pad_boxes(n, error=True)`` makes it an error instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from mlcv.config import ConfigError
@@ -47,7 +55,8 @@ class DetectionTask(Task):
         self.class_names = tuple(features["box_labels"].class_names or ())
         # Per-box rows of catalogue datasets (decode_detection) that the detection evaluator reads: crowd
         # regions are neither hits nor misses, and COCO's size ranges use the annotated area.
-        self.target_keys = (*type(self).target_keys, *(k for k in ("box_crowd", "box_area") if k in features))
+        extra = ("box_overflow", *(k for k in ("box_crowd", "box_area") if k in features))
+        self.target_keys = (*type(self).target_keys, *extra)
         for key in ("pp_train", "pp_eval"):
             # Images hold different numbers of boxes; only padded rows batch into one array.
             if "pad_boxes(" not in str(config.data.get(key, "")):
@@ -60,6 +69,11 @@ class DetectionTask(Task):
         if self.max_detections < 1:
             raise ConfigError(f"config.detection.max_detections must be >= 1, got {self.max_detections}")
         super().__init__(config, meta, runs)
+
+    def train_metrics(self, outputs: Any, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """``boxes_dropped``: boxes of the batch beyond ``pad_boxes(n)``'s ``n``, lost to training (should be 0)."""
+        del outputs
+        return {"boxes_dropped": jnp.sum(batch["box_overflow"]).astype(jnp.float32)}
 
     def default_evaluators(self) -> dict[str, dict[str, Any]]:
         """The loss, and COCO's average precisions and recalls over the split."""

@@ -88,7 +88,8 @@ class LocalizationTask(DetectionTask):
     def train_metrics(self, outputs: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Class accuracy of the training batch."""
         logits, *_ = self._split(outputs, batch)
-        return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["box_labels"][:, 0])}
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["box_labels"][:, 0])
+        return {**super().train_metrics(outputs, batch), "accuracy": accuracy}
 
     def predict(self, outputs: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """One detection an image: the argmax class, its probability as the score, the regressed box."""

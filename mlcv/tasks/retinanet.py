@@ -235,8 +235,9 @@ class RetinaNetTask(DetectionTask):
         return self._weighted({k: jnp.sum(v) for k, v in terms.items()}, jnp.sum(terms["positives"]))
 
     def train_metrics(self, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-        """The mean number of positive anchors an image."""
-        return {"positives": jnp.mean(self._terms(outputs, batch)["positives"])}
+        """The mean number of positive anchors an image, and the boxes beyond the padding."""
+        positives = jnp.mean(self._terms(outputs, batch)["positives"])
+        return {**super().train_metrics(outputs, batch), "positives": positives}
 
     def predict(self, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Detections, the heads (for ensembles) and each image's loss over its own positive anchors."""

@@ -413,6 +413,8 @@ def test_pad_boxes_by_hand():
     np.testing.assert_array_equal(out["boxes"], [[0, 0, 1, 1]])
     np.testing.assert_array_equal(out["box_labels"], [3])
     np.testing.assert_array_equal(out["box_mask"], [1])
+    assert out["box_overflow"] == 1  # the second box, dropped and counted
+    assert ops.parse("pad_boxes(4)")(ex, None)["box_overflow"] == 0
     with pytest.raises(ValueError, match="has 2 boxes"):
         ops.parse("pad_boxes(1, error=True)")(ex, None)
     out = ops.parse("pad_boxes(2)")({"image": np.zeros((3, 3, 1))}, None)

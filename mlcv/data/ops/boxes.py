@@ -131,12 +131,13 @@ def _box_areas(boxes: np.ndarray) -> np.ndarray:
     return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
 
 
-@register("pad_boxes", moves=BOX_ROW_KEYS)
+@register("pad_boxes", moves=(*BOX_ROW_KEYS, "box_overflow"))
 def pad_boxes(n: int, error: bool = False) -> Op:
     """Pads ``boxes``, ``box_labels`` and ``masks``, ``box_crowd``, ``box_area`` (if present) with zero rows to exactly
     ``n``; adds ``box_mask``.
 
-    More than ``n`` boxes: keeps the first ``n`` (``error=True`` raises ValueError instead). An example without
+    More than ``n`` boxes: keeps the first ``n`` (``error=True`` raises ValueError instead) and counts the rest in
+    ``box_overflow`` (an int32 scalar, 0 when nothing was dropped), which the detectors log. An example without
     ``boxes`` gets ``n`` padding rows, so examples with and without boxes batch together; a missing
     ``box_labels`` is taken as zeros. Geometric ops after this keep the count (see ``set_boxes``).
     """
@@ -153,6 +154,7 @@ def pad_boxes(n: int, error: bool = False) -> Op:
         out["boxes"] = _pad_rows(boxes, n, keep_rows)
         out["box_labels"] = _pad_rows(labels.astype(np.int32, copy=False), n, keep_rows)
         out["box_mask"] = _pad_rows(valid, n, keep_rows)
+        out["box_overflow"] = np.int32(count - keep_rows)
         for key in ("masks", "box_crowd", "box_area"):
             if key in ex:
                 out[key] = _pad_rows(np.asarray(ex[key]), n, keep_rows)
