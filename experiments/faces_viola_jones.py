@@ -10,8 +10,8 @@ negatives mined on face-free scenes, detections grouped by box voting. Reaches (
 the 4 test scenes, 81.1 ± 5.1 % of the pasted test faces found; the astronaut's face is missed (2.7 false
 boxes); 77 s a run (seed 0) on a 2-core CPU. Scored as the deep detectors are (COCO's AP, mlcv.metrics.detection)
 on the test scenes with known faces (the pasted test scene and the astronaut), seed 0: AP 30.1 %, AP50 71.1 %,
-AP75 15.6 % (570 s that run, on the CPU shared with other jobs). The method in full, the settings chosen on validation, the
-older cascade and scikit-image's LBP cascade: docs/results.md#faces_viola_jones.
+AP75 15.6 % (570 s that run, on the CPU shared with other jobs). The method in full, the settings chosen on
+validation, the older cascade and scikit-image's LBP cascade: docs/results.md#faces_viola_jones.
 """
 
 from __future__ import annotations
