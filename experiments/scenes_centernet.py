@@ -10,7 +10,10 @@ back to stride 4: 24x24 cells), the penalty-reduced focal loss with size and off
 Adam with a cosine schedule; the checkpoint is chosen on the validation AP. Scale jitter and shifts keep
 the boxes right; no flips (a mirrored 2 is not a 2).
 
-Reaches: (to be measured).
+Reaches: test AP 60.0 ± 0.9 %, AP50 89.7 ± 0.4 %, AP75 72.2 ± 1.7 % (seeds 0-2: AP 60.9 / 59.3 / 59.9, AP50
+90.2 / 89.4 / 89.6; sample std), the last step's checkpoint chosen each time. Seed 2 ran alone on the 2-core
+CPU: 13.3 min of training (60 images/s), 15.7 min wall; seeds 0 and 1 shared it with 2-3 other runs (27-31 min).
+Inference 10.8 ms an image (benchmarks/detection_inference.py). Validation AP still rose at the end.
 """
 
 from __future__ import annotations
