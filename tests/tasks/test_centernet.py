@@ -82,3 +82,24 @@ def test_losses_of_perfect_size_and_offset_are_zero():
     # Moving one size by 1 cell costs 0.1 * 1 / 2 objects.
     worse = task.losses({"heatmap": logits, "size": size.at[0, 5, 5, 0].add(1.0), "offset": offset}, batch, None)
     assert float(worse["size_l1"]) == pytest.approx(0.05, rel=1e-5)
+
+
+def test_degenerate_boxes_and_empty_images_give_finite_losses():
+    """A zero-width box, a zero-area box and an image without objects: every loss term stays finite."""
+    task = object.__new__(cn.CenterNetTask)
+    task.num_classes, task.min_overlap, task.size_weight, task.offset_weight = 5, 0.7, 0.1, 1.0
+    boxes = jnp.array([[[10, 20, 30, 20], [40, 40, 40, 40]], [[0, 0, 0, 0], [0, 0, 0, 0]]], jnp.float32)
+    batch = {
+        "image": jnp.zeros((2, 96, 96, 3)),
+        "boxes": boxes,
+        "box_labels": jnp.array([[1, 2], [0, 0]]),
+        "box_mask": jnp.array([[1, 1], [0, 0]], jnp.float32),
+    }
+    outputs = {
+        "heatmap": jnp.zeros((2, 24, 24, 5)),
+        "size": jnp.ones((2, 24, 24, 2)),
+        "offset": jnp.zeros((2, 24, 24, 2)),
+    }
+    losses = task.losses(outputs, batch, None)
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    assert np.isfinite(np.asarray(task._terms(outputs, batch)["focal"])).all()
