@@ -25,7 +25,6 @@ from mlcv.config import parse_arg
 
 # Scenes hold at most 6 digits; 8 rows leave room and keep the batches dense.
 MAX_BOXES = 8
-_BOX_KEYS = "'image', 'boxes', 'box_labels'"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,10 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.early_stopping.update(metric="ap", mode="max")
     config.optim.update(name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, weight_decay=1e-4)
     config.task = "centernet"
-    # keep() first: the instance masks and the semantic mask would be moved by every geometric op for nothing.
-    pp_train = f"keep({_BOX_KEYS})|random_scale(0.8, 1.25)|random_crop(96, pad=8)|pad_boxes({MAX_BOXES})|normalize"
-    pp_eval = f"keep({_BOX_KEYS})|pad_boxes({MAX_BOXES})|normalize"
-    config.data = defaults.data("digit_scenes", pp_train=pp_train, pp_eval=pp_eval, batch_size=16, eval_batch_size=50)
+    config.data = defaults.detection_data(
+        "digit_scenes", size=96, max_boxes=MAX_BOXES, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
+    )
     config.model = {"name": "centernet", "stage_features": (32, 64, 96, 128), "decoder_features": 64}
     config.detection = {"max_detections": 100, "size_weight": 0.1, "offset_weight": 1.0}
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps

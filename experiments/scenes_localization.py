@@ -24,8 +24,6 @@ import ml_collections
 from mlcv import defaults
 from mlcv.config import parse_arg
 
-_KEYS = "'image', 'boxes', 'box_labels'"
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The localization-head config; ``arg`` may be ``runlocal`` (a few seconds)."""
@@ -36,9 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.early_stopping.update(metric="ap", mode="max")
     config.optim.update(name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, weight_decay=1e-4)
     config.task = "localization"
-    pp_train = f"keep({_KEYS})|random_scale(0.85, 1.15)|random_crop(64, pad=4)|pad_boxes(1)|normalize"
-    pp_eval = f"keep({_KEYS})|pad_boxes(1)|normalize"
-    config.data = defaults.data("digit_scenes_single", pp_train=pp_train, pp_eval=pp_eval, batch_size=32)
+    config.data = defaults.detection_data(
+        "digit_scenes_single", size=64, max_boxes=1, scale=(0.85, 1.15), pad=4, batch_size=32
+    )
     config.model = {"name": "cnn", "features": (32, 64, 128), "dense": 256}
     config.detection = {"box_loss": "smooth_l1", "box_weight": 1.0}
     config.init_from = {"workdir": "", "step": None}

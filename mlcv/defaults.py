@@ -75,6 +75,21 @@ def data(
     return config
 
 
+def detection_data(
+    name: str, *, size: int, max_boxes: int, scale: tuple[float, float], pad: int, **kwargs: Any
+) -> ConfigDict:
+    """:func:`data` for a detector on scenes of ``size`` px: scale jitter and shifted crops that keep the boxes right.
+
+    ``keep`` comes first, so that the instance and semantic masks, which no detector reads, are not moved by
+    every geometric op; ``pad_boxes(max_boxes)`` makes images with different box counts batch together.
+    ``kwargs`` go to :func:`data` (batch sizes, workers).
+    """
+    keys = "keep('image', 'boxes', 'box_labels')"
+    lo, hi = scale
+    pp_train = f"{keys}|random_scale({lo}, {hi})|random_crop({size}, pad={pad})|pad_boxes({max_boxes})|normalize"
+    return data(name, pp_train=pp_train, pp_eval=f"{keys}|pad_boxes({max_boxes})|normalize", **kwargs)
+
+
 def optim(name: str = "adam", lr: float = 3e-3, schedule: str = "cosine", **overrides: Any) -> ConfigDict:
     """Every key of mlcv.optim: optimizer, learning-rate schedule, regularizers, gradient clipping.
 
