@@ -36,6 +36,16 @@ ROWS = [
         overrides={"task": "distillation", "distill.teacher_workdirs": RunsOf("base", (0, 1))},
         seeds=(0,),
     ),
+    Row("again", "evaluation", "evaluated again", kind="evaluate", source="base", seeds=(0, 1)),
+    Row(
+        "few",
+        "evaluation",
+        "40 test images",
+        overrides={"data.test_split": "test[:40]"},
+        kind="evaluate",
+        source="base",
+        seeds=(1,),
+    ),
 ]
 
 
@@ -58,6 +68,12 @@ def test_table_values_and_resume(tmp_path, monkeypatch):
     assert table[3][3] == f"{100 * runs.evaluate_runs(members)['ensemble']['accuracy']:.2f}"
     student_cfg = json.loads((ablation.run_dir(wd, "student", 0) / "config.json").read_text())
     assert student_cfg["distill"]["teacher_workdirs"] == [str(ablation.run_dir(wd, "base", s)) for s in (0, 1)]
+    # An evaluate row with no overrides is each run's own test figure again, through the evaluate path.
+    assert table[5][3] == table[0][3]
+    # With 40 test images the accuracy is a multiple of 1/40, and the seed's own evaluation.json holds it.
+    few = json.loads((ablation.run_dir(wd, "few", 1) / "evaluation.json").read_text())
+    assert round(40 * few["test"]["accuracy"], 6) == int(round(40 * few["test"]["accuracy"]))
+    assert table[6][3] == f"{100 * few['test']['accuracy']:.2f}"
     assert (wd / "ablation.md").read_text().count("\n| ") == len(ROWS) + 1
     assert (wd / "ablation.png").is_file() and (wd / "ablation.csv").is_file()
 
@@ -75,6 +91,11 @@ def test_table_values_and_resume(tmp_path, monkeypatch):
         ([Row("e", "g", "x", kind="average", source="nope")], "not a train row"),
         ([Row("a", "g", "x", overrides={"optim.lrr": 0.1})], "optim.lrr"),
         ([Row("a", "g", "x", seeds=(0,)), Row("e", "g", "y", kind="ensemble", source="a", size=2)], "needs"),
+        (
+            [Row("a", "g", "x", seeds=(0,)), Row("e", "g", "y", kind="evaluate", source="a", seeds=(1,))],
+            "does not train",
+        ),
+        ([Row("a", "g", "x"), Row("e", "g", "y", kind="evaluate", source="a", overrides={"nms": 0.1})], "'nms'"),
     ],
 )
 def test_bad_rows_are_refused_before_any_run(rows, match, tmp_path):

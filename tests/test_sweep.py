@@ -171,6 +171,14 @@ def test_apply_rejects_bad_keys_and_types(overrides, needles):
         assert needle in str(e.value)
 
 
+def test_a_mapping_replaces_a_whole_section():
+    """An ablation row that swaps the model gives the section's new keys only, and the base is untouched."""
+    base = _base()
+    out = sweep.apply(base, {"model": {"name": "mlp", "hidden": (16,)}, "model.hidden": (8,)})
+    assert out.model.to_dict() == {"name": "mlp", "hidden": (8,)}
+    assert base.model.name != "mlp" and "hidden" not in base.model
+
+
 def test_shards_partition_the_trials():
     items = list(range(11))
     for n in (1, 2, 3, 4, 11, 12):

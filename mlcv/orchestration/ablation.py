@@ -9,7 +9,12 @@ read runs that exist already, so no model is trained twice:
 - ``average``: the averaged (EMA) parameters of another row's runs;
 - ``snapshot``: the snapshot ensemble of another row's runs;
 - ``ensemble``: ensembles of ``size`` runs of another row, consecutive seeds
-  per ensemble, one ensemble per repeat.
+  per ensemble, one ensemble per repeat;
+- ``evaluate``: another row's runs evaluated again on test with ``overrides``
+  that change only inference (a detector's NMS threshold, its score
+  threshold): the checkpoint each run chose, its config with the overrides,
+  the task rebuilt from it. The metrics go to ``<workdir>/<row id>/seed=<s>/
+  evaluation.json``, written once.
 
 A value ``RunsOf(row, seeds)`` in a row's overrides becomes the tuple of
 that row's workdirs, so a distilled student can name its teachers. Rows run
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,8 +60,8 @@ class Row:
       title: what the row shows ("SGD, lr 0.1").
       overrides: config overrides of a ``train`` row.
       seeds: the seeds of a ``train`` row, or how many repeats another row reports.
-      kind: ``train``, ``average``, ``snapshot`` or ``ensemble``.
-      source: the row whose runs an ``average``/``snapshot``/``ensemble`` row reads.
+      kind: ``train``, ``average``, ``snapshot``, ``ensemble`` or ``evaluate``.
+      source: the row whose runs an ``average``/``snapshot``/``ensemble``/``evaluate`` row reads.
       size: members per ensemble of an ``ensemble`` row.
     """
 
@@ -69,7 +75,7 @@ class Row:
     size: int = 0
 
 
-KINDS = ("train", "average", "snapshot", "ensemble")
+KINDS = ("train", "average", "snapshot", "ensemble", "evaluate")
 
 
 def check(rows: Sequence[Row], config: ml_collections.ConfigDict) -> None:
@@ -85,7 +91,14 @@ def check(rows: Sequence[Row], config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"ablation row {r.id!r} reads row {r.source!r}, which is not a train row")
         if r.kind == "ensemble" and len(by_id[r.source].seeds) < r.size * len(r.seeds):
             raise ConfigError(f"ablation row {r.id!r} needs {r.size * len(r.seeds)} runs of {r.source!r}")
-        sweep.apply(config, {k: v for k, v in r.overrides.items() if not isinstance(v, RunsOf)})
+        if r.kind == "evaluate" and not set(r.seeds) <= set(by_id[r.source].seeds):
+            raise ConfigError(f"ablation row {r.id!r} evaluates seeds {r.seeds} that {r.source!r} does not train")
+        base = config
+        if r.kind == "evaluate":  # its overrides apply to the config its source row trained
+            base = sweep.apply(
+                config, {k: v for k, v in by_id[r.source].overrides.items() if not isinstance(v, RunsOf)}
+            )
+        sweep.apply(base, {k: v for k, v in r.overrides.items() if not isinstance(v, RunsOf)})
 
 
 def run_dir(workdir: Path, row: str, seed: int) -> Path:
@@ -115,6 +128,10 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
         if sweep_table.status(out) != "complete":
             print(f"ablation: {name}", file=sys.stderr, flush=True)
             mlcv.run(run_config, out)
+    for r in rows:
+        if r.kind == "evaluate":
+            for seed in r.seeds:
+                _evaluate(r, seed, workdir)
     table, stats, metric = _table(rows, workdir)
     if jax.process_index() == 0:
         header = ["group", "row", "runs", f"test {metric}", "wall time a run (s)"]
@@ -130,6 +147,22 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
         )
         plots.plot_ablation(stats, workdir / "ablation.png", f"test {metric}, mean ± std")
     return table
+
+
+def _evaluate(row: Row, seed: int, workdir: Path) -> None:
+    """Evaluates the run of ``row.source`` with ``seed`` again with ``row.overrides``, once."""
+    out = run_dir(workdir, row.id, seed) / "evaluation.json"
+    if out.is_file():
+        return
+    print(f"ablation: {row.id} seed {seed} (evaluates {row.source})", file=sys.stderr, flush=True)
+    start = time.time()
+    run = runs.load_run(run_dir(workdir, row.source, seed))
+    config = sweep.apply(run.config, row.overrides)
+    evaluated = runs.Run(run.workdir, run.step, config, runs.build_task(config, run.task.meta), run.variables)
+    metrics = runs.evaluate_runs([evaluated], "test")["members"][0]
+    if jax.process_index() == 0:
+        record = {"test": metrics, "overrides": dict(row.overrides), "wall_time_s": time.time() - start}
+        tables.write_text(out, json.dumps(record, indent=2, default=str))
 
 
 def _resolve(value: Any, workdir: Path) -> Any:
@@ -154,6 +187,10 @@ def _table(rows: Sequence[Row], workdir: Path) -> tuple[list[list[Any]], list[tu
         wall = sum(s["wall_time_s"] for s in sums) / len(sums)
         if r.kind == "train":
             values = [s["test"][name] for s in sums]
+        elif r.kind == "evaluate":
+            evals = [json.loads((run_dir(workdir, r.id, s) / "evaluation.json").read_text()) for s in r.seeds]
+            values = [e["test"][name] for e in evals]
+            wall = sum(e["wall_time_s"] for e in evals) / len(evals)  # inference only: no training
         elif r.kind == "average":
             values = [s["test_avg"][name] for s in sums]
         elif r.kind == "snapshot":

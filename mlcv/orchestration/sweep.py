@@ -200,9 +200,13 @@ def _plain(value: Any) -> Any:
 def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """A copy of ``config`` with ``overrides`` set through the config's own type checks.
 
+    A key that names a whole section (``model``) takes a mapping, which replaces the section: the rows of
+    an ablation that compares detectors change the model, the task and its options together, and a
+    section's keys differ from one model to the next.
+
     Raises:
-      ConfigError: a key is not in the config, names a whole section, or its
-        value has the wrong type; the message names the key.
+      ConfigError: a key is not in the config, names a whole section with a value that is not a
+        mapping, or its value has the wrong type; the message names the key.
     """
     out = copy.deepcopy(config)
     for key, value in overrides.items():
@@ -215,7 +219,10 @@ def apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml
                 raise ConfigError(f"sweep key {key!r} is not in the config{hint}")
             parent, node = node, node[part]
         if isinstance(node, ml_collections.ConfigDict):
-            raise ConfigError(f"sweep key {key!r} names a section of the config, not a value")
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"sweep key {key!r} names a section of the config; give it a mapping, not {value!r}")
+            parent[leaf] = ml_collections.ConfigDict(copy.deepcopy(dict(value)))
+            continue
         try:
             setattr(parent, leaf, _plain(value))
         except (TypeError, ValueError) as e:
