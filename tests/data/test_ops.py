@@ -44,6 +44,7 @@ def test_registered_names():
         "resize_short",
         "rotate",
         "scale",
+        "selective_search",
     ]
 
 
@@ -294,8 +295,10 @@ OP_CASES = {
     "resize_short": ("resize_short(4)", (4, 4)),
     "rotate": ("rotate(30)", (8, 8)),
     "scale": ("scale(1/255)", (8, 8)),
+    "selective_search": ("selective_search(5)", (8, 8)),
 }
 FLOAT_OUTPUT = {"normalize", "scale"}
+UINT8_ONLY = {"selective_search"}  # reads pixel values, so raises on other images (tested in test_proposals)
 
 
 @pytest.mark.parametrize("dtype, channels", [(np.float32, 1), (np.uint8, 3)])
@@ -309,6 +312,10 @@ def test_every_op_maps_8x8_images(name, dtype, channels):
     img.flags.writeable = False  # records may come from a read-only buffer
     before = img.copy()
     op = ops.parse(spec)
+    if name in UINT8_ONLY and dtype != np.uint8:
+        with pytest.raises(ValueError, match=name):
+            op({"image": img}, _rng(0))
+        return
     for seed in range(5):
         out = op({"image": img, "label": 3}, _rng(seed))
         assert out["image"].shape == (h, w, channels)

@@ -17,6 +17,7 @@ Modules, by what their ops move (``moves(name)`` lists the keys of one op):
   zoom, rotation), built on the whole-example transforms of :mod:`.spatial`;
 - :mod:`.boxes`: box arrays, ``pad_boxes`` and ``keep``;
 - :mod:`.catalogue`: TFDS catalogue records into the contract (``decode_detection``);
+- :mod:`.proposals`: region proposals (``selective_search``), moved by the geometric ops like boxes;
 - :mod:`.image_fns`: the pure image helpers behind them.
 
 Keys absent from an example are not moved; keys an op does not know (ids,
@@ -24,7 +25,19 @@ file names) pass through untouched.
 """
 
 # Importing the op modules registers their ops.
-from mlcv.data.ops import boxes, catalogue, geometric, photometric
+from mlcv.data.ops import boxes, catalogue, geometric, photometric, proposals
 from mlcv.data.ops.registry import Example, Op, moves, names, parse, register
 
-__all__ = ["Example", "Op", "boxes", "catalogue", "geometric", "moves", "names", "parse", "photometric", "register"]
+__all__ = [
+    "Example",
+    "Op",
+    "boxes",
+    "catalogue",
+    "geometric",
+    "moves",
+    "names",
+    "parse",
+    "photometric",
+    "proposals",
+    "register",
+]

@@ -15,6 +15,8 @@ geometric ops of :mod:`mlcv.data.ops.geometric` compose. Per key:
   ``new_w / old_w``; a vertical flip or a crop keeps them.
 - ``boxes``: transformed geometrically, clipped, empty ones dropped with their
   rows (``boxes.set_boxes``); a ``box_area`` row scales with its box.
+- ``proposals`` (the ``selective_search`` op's): like boxes, except that an empty one becomes a zero row with
+  ``proposal_mask`` 0 in place (``proposals.set_proposals``).
 
 Nearest and bilinear sampling share the half-pixel geometry: pixel ``i``
 spans ``[i, i + 1)`` and output pixel centres map to input positions by the
@@ -34,6 +36,7 @@ import numpy as np
 
 from mlcv.data.ops.boxes import BOX_ROW_KEYS, flip_boxes, rotate_boxes, set_boxes, shift_scale_boxes
 from mlcv.data.ops.image_fns import resize_image, rotate_image
+from mlcv.data.ops.proposals import PROPOSAL_KEYS, set_proposals
 from mlcv.data.ops.registry import Example
 
 SEG_FILL = 255
@@ -62,8 +65,8 @@ DENSE_KEYS: dict[str, DenseKey] = {
 RIGHT_VIEW = {"image": "image_right", "disparity": "disparity_right", "disparity_mask": "disparity_right_mask"}
 STEREO_KEYS = ("image_right", "disparity", "disparity_right", "disparity_mask", "disparity_right_mask")
 # Annotations of the left view alone: a stereo flip_lr makes the right view the new left, which they do not describe.
-LEFT_ONLY_KEYS = ("boxes", "box_labels", "box_mask", "masks", "segmentation", "depth")
-MOVED_KEYS = (*DENSE_KEYS, *(k for k in BOX_ROW_KEYS if k not in DENSE_KEYS))
+LEFT_ONLY_KEYS = ("boxes", "box_labels", "box_mask", "masks", "segmentation", "depth", *PROPOSAL_KEYS)
+MOVED_KEYS = (*DENSE_KEYS, *(k for k in BOX_ROW_KEYS if k not in DENSE_KEYS), *PROPOSAL_KEYS)
 
 
 def size(ex: Example) -> tuple[int, int]:
@@ -146,6 +149,8 @@ def flip(ex: Example, axis: int) -> Example:
             out.update({k: v for k, v in views.items() if v is not None})
     if "boxes" in ex:
         out = set_boxes(out, flip_boxes(ex["boxes"], height if axis == 0 else width, axis), height, width)
+    if "proposals" in ex:
+        out = set_proposals(out, flip_boxes(ex["proposals"], height if axis == 0 else width, axis), height, width)
     return out
 
 
@@ -169,6 +174,8 @@ def crop(ex: Example, y: int, x: int, h: int, w: int, seg_fill: float = SEG_FILL
     out = _per_key(ex, lambda a, spec, fill: window(a, y, x, h, w, fill), seg_fill)
     if "boxes" in ex:
         out = set_boxes(out, shift_scale_boxes(ex["boxes"], y, x), h, w)
+    if "proposals" in ex:
+        out = set_proposals(out, shift_scale_boxes(ex["proposals"], y, x), h, w)
     return out
 
 
@@ -190,9 +197,11 @@ def resize(ex: Example, h: int, w: int) -> Example:
         return out * (w / width) if spec.disparity else out
 
     out = _per_key(ex, fn)
+    sy, sx = h / height, w / width
     if "boxes" in ex:
-        sy, sx = h / height, w / width
         out = set_boxes(out, shift_scale_boxes(ex["boxes"], 0, 0, sy, sx), h, w, area_scale=sy * sx)
+    if "proposals" in ex:
+        out = set_proposals(out, shift_scale_boxes(ex["proposals"], 0, 0, sy, sx), h, w)
     return out
 
 
@@ -224,4 +233,6 @@ def rotate(ex: Example, degrees: float, seg_fill: float = SEG_FILL) -> Example:
     out = _per_key(ex, fn, seg_fill)
     if "boxes" in ex:
         out = set_boxes(out, rotate_boxes(ex["boxes"], degrees, height, width), height, width)
+    if "proposals" in ex:
+        out = set_proposals(out, rotate_boxes(ex["proposals"], degrees, height, width), height, width)
     return out
