@@ -66,47 +66,49 @@ def color_space(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def texture_responses(channels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Rectified first Gaussian derivatives of each channel in 8 directions: float64 ``[H, W, C * 8]``.
+    """Rectified first Gaussian derivatives of each channel in 8 directions: float64 ``[C * 8, H, W]``.
 
-    Direction ``o`` (angle ``o * 45`` degrees, x to the right, y down) of channel ``c`` is column ``c * 8 + o``:
+    Direction ``o`` (angle ``o * 45`` degrees, x to the right, y down) of channel ``c`` is plane ``c * 8 + o``:
     ``max(0, cos(a) d/dx + sin(a) d/dy)`` of the channel smoothed by a Gaussian of ``sigma``.
     """
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter1d
 
-    out = []
+    planes = np.moveaxis(channels, 2, 0)
+    # Separable: smooth along one axis, differentiate along the other, all channels in one call per pass.
+    dx = gaussian_filter1d(gaussian_filter1d(planes, sigma, axis=1), sigma, axis=2, order=1)
+    dy = gaussian_filter1d(gaussian_filter1d(planes, sigma, axis=2), sigma, axis=1, order=1)
     angles = np.arange(ORIENTATIONS) * (2 * np.pi / ORIENTATIONS)
-    for c in range(channels.shape[2]):
-        ch = channels[..., c]
-        dy = gaussian_filter(ch, sigma, order=(1, 0))
-        dx = gaussian_filter(ch, sigma, order=(0, 1))
-        steered = np.cos(angles) * dx[..., None] + np.sin(angles) * dy[..., None]
-        out.append(np.maximum(steered, 0.0))
-    return np.concatenate(out, axis=2)
+    # Planes first, so that each elementwise pass runs over whole images rather than 8-long rows.
+    steered = dx[:, None] * np.cos(angles)[:, None, None] + dy[:, None] * np.sin(angles)[:, None, None]
+    return np.maximum(steered, 0.0, out=steered).reshape(-1, *channels.shape[:2])
 
 
 def pixel_bins(values: np.ndarray, bins: int, top: np.ndarray | None = None) -> np.ndarray:
-    """The histogram bin of each pixel's value in each column ``d`` of ``values`` ``[H, W, D]``: int64 ``[H, W, D]``.
+    """The histogram bin of each pixel's value in each plane ``d`` of ``values`` ``[D, H, W]``: int64 ``[D, H, W]``.
 
-    Column ``d`` has ``bins`` equal bins over ``[0, top[d]]`` (default: the column's largest value), numbered
-    ``d * bins .. d * bins + bins - 1``; a value equal to ``top`` goes to the last bin, and a column of zeros to its
+    Plane ``d`` has ``bins`` equal bins over ``[0, top[d]]`` (default: the plane's largest value), numbered
+    ``d * bins .. d * bins + bins - 1``; a value equal to ``top`` goes to the last bin, and a plane of zeros to its
     first. Independent of the regions, so one colour space's bins serve all its segmentations.
     """
-    top = values.max(axis=(0, 1)) if top is None else np.asarray(top, np.float64)
-    scaled = values / np.where(top > 0, top, 1.0)
-    index = np.clip((scaled * bins).astype(np.int64), 0, bins - 1)
-    return index + np.arange(values.shape[2]) * bins
+    top = values.max(axis=(1, 2)) if top is None else np.asarray(top, np.float64)
+    scale = bins / np.where(top > 0, top, 1.0)
+    index = (values * scale[:, None, None]).astype(np.int64)
+    np.clip(index, 0, bins - 1, out=index)
+    index += (np.arange(len(values)) * bins)[:, None, None]
+    return index
 
 
 def image_bins(image: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``image`` in colour ``space`` (:func:`color_space`) with its colour and texture :func:`pixel_bins`."""
+    """``image`` in colour ``space`` (:func:`color_space`, ``[H, W, C]``) with its colour and texture
+    :func:`pixel_bins` (``[C, H, W]`` and ``[C * 8, H, W]``)."""
     channels = color_space(image, space)
-    color = pixel_bins(channels, COLOR_BINS, np.ones(channels.shape[2]))
+    color = pixel_bins(np.moveaxis(channels, 2, 0), COLOR_BINS, np.ones(channels.shape[2]))
     return channels, color, pixel_bins(texture_responses(channels), TEXTURE_BINS)
 
 
 def _histograms(labels: np.ndarray, n: int, codes: np.ndarray, width: int) -> np.ndarray:
-    """``[n, width]`` L1-normalised counts of each region's ``codes`` (``[H, W, D]`` bin numbers below ``width``)."""
-    index = labels[..., None] * width + codes
+    """``[n, width]`` L1-normalised counts of each region's ``codes`` (``[D, H, W]`` bin numbers below ``width``)."""
+    index = codes + labels * width
     counts = np.bincount(index.ravel(), minlength=n * width).reshape(n, width).astype(np.float64)
     return counts / counts.sum(axis=1, keepdims=True)
 
@@ -114,7 +116,7 @@ def _histograms(labels: np.ndarray, n: int, codes: np.ndarray, width: int) -> np
 def regions(labels: np.ndarray, color_bins: np.ndarray, texture_bins: np.ndarray) -> Regions:
     """Size, box, colour and texture histograms of each region of ``labels`` ``[H, W]`` (``0 .. n - 1``, all used).
 
-    ``color_bins`` ``[H, W, C]`` and ``texture_bins`` ``[H, W, C * 8]``: the :func:`pixel_bins` of the image in a
+    ``color_bins`` ``[C, H, W]`` and ``texture_bins`` ``[C * 8, H, W]``: the :func:`pixel_bins` of the image in a
     colour space (``image_bins``).
     """
     from scipy.ndimage import find_objects
@@ -125,8 +127,8 @@ def regions(labels: np.ndarray, color_bins: np.ndarray, texture_bins: np.ndarray
     if (size == 0).any():
         raise ValueError(f"labels must number regions 0 .. n - 1 with none empty; empty: {np.flatnonzero(size == 0)}")
     boxes = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in find_objects(labels + 1)], np.float64)
-    color = _histograms(labels, n, color_bins, color_bins.shape[2] * COLOR_BINS)
-    texture = _histograms(labels, n, texture_bins, texture_bins.shape[2] * TEXTURE_BINS)
+    color = _histograms(labels, n, color_bins, len(color_bins) * COLOR_BINS)
+    texture = _histograms(labels, n, texture_bins, len(texture_bins) * TEXTURE_BINS)
     return Regions(size, boxes, color, texture)
 
 

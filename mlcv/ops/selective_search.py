@@ -84,26 +84,29 @@ def hierarchical_grouping(labels: np.ndarray, regions: rf.Regions, terms: Sequen
     """
     terms = parse_similarities(terms)
     n = len(regions.size)
-    cap = 2 * n - 1
+    area = float(labels.size)
+    use_size, use_fill = "size" in terms, "fill" in terms
     # Colour and texture intersections summed are one intersection of the concatenated histograms.
     used = [h for name, h in (("color", regions.color), ("texture", regions.texture)) if name in terms]
-    hist = np.zeros((cap, sum(h.shape[1] for h in used)), np.float64)
+    hist = np.zeros((2 * n - 1, sum(h.shape[1] for h in used)), np.float64)
     if used:
         hist[:n] = np.concatenate(used, axis=1)
-    size = np.zeros(cap, np.float64)
-    boxes = np.zeros((cap, 4), np.float64)
-    size[:n], boxes[:n] = regions.size, regions.boxes
-    state = _State(hist, size, boxes, "size" in terms, "fill" in terms, float(labels.size))
-    # Scalars as Python objects: the loop below reads and writes them one at a time.
-    sizes, box_list, alive = regions.size.tolist(), regions.boxes.tolist(), [True] * n
     pairs = rf.adjacent_pairs(labels)
+    i, j = pairs[:, 0], pairs[:, 1]
+    sims = np.minimum(hist[i], hist[j]).sum(axis=1)
+    if use_size:
+        sims += rf.size_similarity(regions.size[i], regions.size[j], area)
+    if use_fill:
+        sims += rf.fill_similarity(regions.boxes[i], regions.boxes[j], regions.size[i], regions.size[j], area)
+    heap = [(-s, i, j) for s, (i, j) in zip(sims.tolist(), pairs.tolist(), strict=True)]
+    heapq.heapify(heap)
     neighbours: list[set[int]] = [set() for _ in range(n)]
     for i, j in pairs.tolist():
         neighbours[i].add(j)
         neighbours[j].add(i)
-    sims = state.similarity(pairs[:, 0], pairs[:, 1])
-    heap = [(-s, i, j) for s, (i, j) in zip(sims.tolist(), pairs.tolist(), strict=True)]
-    heapq.heapify(heap)
+    # Python scalars and lists in the loop: it runs once a merge on a few regions, where NumPy's per-call cost
+    # would dominate. Size and fill are the formulas of region_features in the same order of operations.
+    sizes, boxes, alive = regions.size.tolist(), regions.boxes.tolist(), [True] * n
     merges = []
     while heap:
         _, i, j = heapq.heappop(heap)
@@ -111,12 +114,14 @@ def hierarchical_grouping(labels: np.ndarray, regions: rf.Regions, terms: Sequen
             continue
         t = len(sizes)
         si, sj = sizes[i], sizes[j]
-        bi, bj = box_list[i], box_list[j]
-        bt = [min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])]
-        sizes.append(si + sj)
-        box_list.append(bt)
-        size[t], boxes[t] = si + sj, bt
-        hist[t] = (si * hist[i] + sj * hist[j]) / (si + sj)
+        st = si + sj
+        bi, bj = boxes[i], boxes[j]
+        y0, x0, y1, x1 = min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])
+        sizes.append(st)
+        boxes.append([y0, x0, y1, x1])
+        ht = hist[t]
+        np.multiply(hist[i], si / st, out=ht)
+        ht += hist[j] * (sj / st)
         alive[i] = alive[j] = False
         alive.append(True)
         around = (neighbours[i] | neighbours[j]) - {i, j}
@@ -125,34 +130,22 @@ def hierarchical_grouping(labels: np.ndarray, regions: rf.Regions, terms: Sequen
             neighbours[k].discard(j)
             neighbours[k].add(t)
         neighbours.append(around)
-        if around:
-            others = np.fromiter(around, np.int64, len(around))
-            sims = state.similarity(others, np.full(len(others), t))
-            for s, k in zip(sims.tolist(), others.tolist(), strict=True):
-                heapq.heappush(heap, (-s, k, t))
+        others = sorted(around)
+        for k, s in zip(others, np.minimum(hist[others], ht).sum(axis=1).tolist(), strict=True):
+            if use_size:
+                s += 1.0 - (st + sizes[k]) / area
+            if use_fill:
+                bk = boxes[k]
+                box_size = (max(y1, bk[2]) - min(y0, bk[0])) * (max(x1, bk[3]) - min(x0, bk[1]))
+                s += 1.0 - (box_size - st - sizes[k]) / area
+            heapq.heappush(heap, (-s, k, t))
         merges.append((i, j))
-    m = len(sizes)
-    return Hierarchy(boxes[:m].astype(np.float32), np.asarray(merges, np.int64).reshape(-1, 2), size[:m], hist[:m])
-
-
-class _State(NamedTuple):
-    """The arrays of every region so far (rows past the last region unused) and which terms are summed."""
-
-    hist: np.ndarray
-    size: np.ndarray
-    boxes: np.ndarray
-    use_size: bool
-    use_fill: bool
-    image_size: float
-
-    def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """The summed terms of pairs ``(i[p], j[p])``, as :func:`mlcv.ops.region_features.similarity`."""
-        total = np.minimum(self.hist[i], self.hist[j]).sum(axis=1)
-        if self.use_size:
-            total += rf.size_similarity(self.size[i], self.size[j], self.image_size)
-        if self.use_fill:
-            total += rf.fill_similarity(self.boxes[i], self.boxes[j], self.size[i], self.size[j], self.image_size)
-        return total
+    return Hierarchy(
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(merges, np.int64).reshape(-1, 2),
+        np.asarray(sizes, np.float64),
+        hist[: len(sizes)],
+    )
 
 
 def is_image(image: np.ndarray) -> bool:

@@ -65,13 +65,13 @@ def test_texture_responses_of_a_ramp_by_hand():
     a responds max(0, cos a) / 40: 1, .71, 0, 0, 0, 0, 0, .71 (x40) for a = 0, 45, ..., 315 degrees."""
     ramp = np.broadcast_to(np.arange(40.0) / 40, (12, 40))[..., None]
     responses = rf.texture_responses(ramp)
-    assert responses.shape == (12, 40, 8)
+    assert responses.shape == (8, 12, 40)
     h = np.sqrt(0.5)
     # To 1e-4: scipy truncates the Gaussian kernel at 4 sigma.
-    np.testing.assert_allclose(responses[6, 20] * 40, [1, h, 0, 0, 0, 0, 0, h], atol=1e-4)
+    np.testing.assert_allclose(responses[:, 6, 20] * 40, [1, h, 0, 0, 0, 0, 0, h], atol=1e-4)
     # The transposed ramp grows downwards: direction 90 degrees (y down) responds fully.
     np.testing.assert_allclose(
-        rf.texture_responses(ramp.transpose(1, 0, 2))[20, 6] * 40, [0, h, 1, h, 0, 0, 0, 0], atol=1e-4
+        rf.texture_responses(ramp.transpose(1, 0, 2))[:, 20, 6] * 40, [0, h, 1, h, 0, 0, 0, 0], atol=1e-4
     )
 
 
