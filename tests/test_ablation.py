@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from experiments import digits_ablation, digits_cnn
+from experiments import digits_ablation, digits_cnn, scenes_detection_ablation
 from mlcv.config import ConfigError
 from mlcv.orchestration import ablation, cli
 from mlcv.orchestration.ablation import Row, RunsOf
@@ -105,10 +105,11 @@ def test_bad_rows_are_refused_before_any_run(rows, match, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_digits_ablation_file_is_consistent():
-    """The committed ablation's rows pass the checks against its base config (keys exist, sources resolve)."""
+@pytest.mark.parametrize("module", [digits_ablation, scenes_detection_ablation], ids=lambda m: m.__name__)
+def test_ablation_files_are_consistent(module):
+    """The committed ablations' rows pass the checks against their base config (keys exist, sources resolve)."""
     for arg in (None, "runlocal"):
-        ablation.check(digits_ablation.get_ablation(arg), digits_ablation.get_config(arg))
+        ablation.check(module.get_ablation(arg), module.get_config(arg))
 
 
 EXPERIMENT = """

@@ -1,0 +1,82 @@
+"""The detection ablation on the digit scenes (course §10.2): one-stage vs keypoint, FPN, focal loss, anchors, NMS.
+
+Run (one command; an interrupted run resumes where it stopped):
+  python launch.py --config experiments/scenes_detection_ablation.py --sweep --workdir runs/scenes_detection_ablation
+  python launch.py --config experiments/scenes_detection_ablation.py:runlocal --sweep   # tiny models, 6 steps
+  python launch.py --config experiments/scenes_detection_ablation.py:steps=1000 --sweep ...   # a shorter budget
+
+The base row is experiments/scenes_retinanet.py (RetinaNet, FPN P3-P5, 9 anchors a cell, focal loss, NMS 0.5);
+every other row changes one thing on the same data and step budget, over seeds 0-2: CenterNet's heatmap peaks in
+place of the anchors (keypoint detector, no NMS); one stride-8 level holding every anchor size instead of the
+pyramid; the alpha-balanced cross-entropy (gamma 0) instead of the focal loss; 3 and 1 anchors a cell (of sides
+16, 32, 64 px); and the NMS threshold at 0.3 and 0.7, which only changes inference, so those rows evaluate the base
+row's checkpoints again.
+
+Reaches: not measured yet (21 training runs of 5-13 min each on the 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from mlcv import defaults
+from mlcv.config import parse_arg
+from mlcv.orchestration.ablation import Row
+
+MAX_BOXES = 8
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The base row: experiments/scenes_retinanet.py's RetinaNet, ``steps`` long (3000)."""
+    args = parse_arg(arg, runlocal=False, steps=3000)
+    config = defaults.training(
+        total_epochs=None, total_steps=args.steps, eval_every_epochs=None, eval_every_steps=500, log_every_steps=100
+    )
+    config.early_stopping.update(metric="ap", mode="max")
+    config.optim.update(name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, weight_decay=1e-4)
+    config.task = "retinanet"
+    config.data = defaults.detection_data(
+        "digit_scenes", size=96, max_boxes=MAX_BOXES, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
+    )
+    config.model = {"name": "retinanet", "stage_features": (32, 64, 96, 128, 128), "fpn_features": 64, "fpn": True}
+    config.detection = {
+        "anchor_scales": (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
+        "aspect_ratios": (0.5, 1.0, 2.0),
+        "focal_gamma": 2.0,
+        "nms_threshold": 0.5,
+    }
+    config.update(tensorboard=False)
+    config.checkpoint.keep = 1
+    if args.runlocal:
+        config.data.update(train_split="train[:32]", validation_split="validation[:20]", test_split="test[:20]")
+        config.model = {"name": "_retinanet_tiny", "fpn": True}
+        config.update(total_steps=6, eval_every_steps=3, log_every_steps=3)
+    return config
+
+
+def get_ablation(arg: str | None = None) -> list[Row]:
+    """The rows of the table, in order: detectors, then RetinaNet's parts, then NMS on the base runs."""
+    args = parse_arg(arg, runlocal=False, steps=3000)
+    seeds = (0, 1) if args.runlocal else (0, 1, 2)
+    centernet = {"name": "centernet", "stage_features": (32, 64, 96, 128), "decoder_features": 64}
+    centernet = {"name": "_centernet_tiny"} if args.runlocal else centernet
+    keypoint = {"task": "centernet", "model": centernet, "detection": {"size_weight": 0.1, "offset_weight": 1.0}}
+
+    def row(id_, group, title, kind="train", **overrides):
+        return Row(id_, group, title, overrides, seeds, kind, "base" if kind == "evaluate" else "")
+
+    return [
+        row("base", "detector", "one-stage: RetinaNet, FPN, 9 anchors, focal loss"),
+        row("centernet", "detector", "keypoint: CenterNet heatmap peaks, no NMS", **keypoint),
+        row("single_level", "pyramid", "one stride-8 level with every anchor size", **{"model.fpn": False}),
+        row("ce", "loss", "alpha-balanced cross-entropy (gamma 0)", **{"detection.focal_gamma": 0.0}),
+        row("anchors3", "anchors", "3 anchors a cell (aspect ratio 1)", **{"detection.aspect_ratios": (1.0,)}),
+        row(
+            "anchors1",
+            "anchors",
+            "1 anchor a cell",
+            **{"detection.aspect_ratios": (1.0,), "detection.anchor_scales": (1.0,)},
+        ),
+        row("nms03", "NMS", "NMS IoU 0.3 (base runs)", "evaluate", **{"detection.nms_threshold": 0.3}),
+        row("nms07", "NMS", "NMS IoU 0.7 (base runs)", "evaluate", **{"detection.nms_threshold": 0.7}),
+    ]
