@@ -12,7 +12,9 @@
 The paper's texture descriptor is "Gaussian derivatives in eight orientations", with no word on signs or bin
 ranges: rectified steered derivatives are the usual reading (a derivative and its opposite direction are two
 of the eight), and the per-image bin range is our choice. The ``rgi`` space is the paper's rgI: ``r = R / (R +
-G + B)``, ``g = G / (R + G + B)`` and intensity ``I``; ``i`` is intensity alone.
+G + B)``, ``g = G / (R + G + B)`` and intensity ``I``; ``i`` is intensity alone. Every space is scaled to [0, 1]
+for the histograms and for Felzenszwalb's ``k``: HSV as scikit-image gives it, Lab as ``L / 100``, ``(a + 128) /
+255``, ``(b + 128) / 255`` (our choice; the paper does not say).
 """
 
 from __future__ import annotations

@@ -27,8 +27,11 @@ go to the lowest region numbers, so the output depends on the image, the argumen
 Defaults: the paper's "fast" mode (HSV and Lab, ``k`` 50 and 100, similarities C+T+S+F and T+S+F: 8 strategies)
 with ``min_size`` 10 for 96 x 96 images.
 
-Measured on ``digit_scenes`` (validation, 200 scenes, 2-core shared CPU), ``python
-benchmarks/selective_search.py``: not measured yet.
+Measured with ``python benchmarks/selective_search.py`` on the 200 ``digit_scenes`` validation scenes (663 digits),
+the defaults give 687 proposals an image on average and recall (digits with IoU >= 0.5 / 0.7 to a proposal) of
+85.1 / 60.6 % in the top 100, 97.6 / 83.4 % in the top 300 and 99.8 / 93.1 % in all; one strategy (HSV, k 100,
+C+T+S+F) gives 139 proposals and 86.4 / 67.7, 91.1 / 70.6 %. Time: see the benchmark (on the shared 2-core CPU
+the figure follows the machine's load).
 """
 
 from __future__ import annotations
@@ -108,15 +111,16 @@ def hierarchical_grouping(labels: np.ndarray, regions: rf.Regions, terms: Sequen
     # would dominate. Size and fill are the formulas of region_features in the same order of operations.
     sizes, boxes, alive = regions.size.tolist(), regions.boxes.tolist(), [True] * n
     merges = []
+    pop, push = heapq.heappop, heapq.heappush
     while heap:
-        _, i, j = heapq.heappop(heap)
+        _, i, j = pop(heap)
         if not (alive[i] and alive[j]):
             continue
         t = len(sizes)
         si, sj = sizes[i], sizes[j]
         st = si + sj
-        bi, bj = boxes[i], boxes[j]
-        y0, x0, y1, x1 = min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])
+        (a0, a1, a2, a3), (b0, b1, b2, b3) = boxes[i], boxes[j]
+        y0, x0, y1, x1 = min(a0, b0), min(a1, b1), max(a2, b2), max(a3, b3)
         sizes.append(st)
         boxes.append([y0, x0, y1, x1])
         ht = hist[t]
@@ -135,10 +139,12 @@ def hierarchical_grouping(labels: np.ndarray, regions: rf.Regions, terms: Sequen
             if use_size:
                 s += 1.0 - (st + sizes[k]) / area
             if use_fill:
-                bk = boxes[k]
-                box_size = (max(y1, bk[2]) - min(y0, bk[0])) * (max(x1, bk[3]) - min(x0, bk[1]))
-                s += 1.0 - (box_size - st - sizes[k]) / area
-            heapq.heappush(heap, (-s, k, t))
+                k0, k1, k2, k3 = boxes[k]
+                # max(y1, k2) - min(y0, k0) and the same along x, without the builtins' call cost.
+                height = (y1 if y1 > k2 else k2) - (y0 if y0 < k0 else k0)
+                width = (x1 if x1 > k3 else k3) - (x0 if x0 < k1 else k1)
+                s += 1.0 - (height * width - st - sizes[k]) / area
+            push(heap, (-s, k, t))
         merges.append((i, j))
     return Hierarchy(
         np.asarray(boxes, np.float32).reshape(-1, 4),

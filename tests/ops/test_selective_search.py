@@ -162,13 +162,13 @@ def test_first_merge_is_the_most_similar_adjacent_pair():
 def test_flat_rectangles_are_proposed():
     """Every rectangle's exact box and the whole image are among the proposals, under each strategy, with
     regions - 1 merges ending in the whole image."""
-    proposals = ss.selective_search(HAND_IMAGE, sigma=0.0, min_size=1).tolist()
+    proposals = ss.selective_search(HAND_IMAGE).tolist()
     for box in [*BOX.values(), WHOLE]:
         assert box in proposals
     assert len(proposals) == len({tuple(p) for p in proposals})
     for space, k, terms in ss.strategies(ss.FAST_COLOR_SPACES, ss.FAST_SCALES, ss.FAST_SIMILARITIES):
         channels, color_bins, texture_bins = rf.image_bins(HAND_IMAGE, space)
-        labels = felzenszwalb(channels, scale=k, sigma=0.0, min_size=1)
+        labels = felzenszwalb(channels, scale=k, sigma=0.8, min_size=10)
         n = labels.max() + 1
         hierarchy = ss.hierarchical_grouping(labels, rf.regions(labels, color_bins, texture_bins), terms)
         assert len(hierarchy.merges) == n - 1 and len(hierarchy.boxes) == 2 * n - 1
