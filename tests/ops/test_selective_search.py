@@ -175,6 +175,11 @@ def test_flat_rectangles_are_proposed():
         np.testing.assert_array_equal(hierarchy.boxes[-1], WHOLE)
 
 
+def test_flat_image_is_one_proposal():
+    """One initial region: no merge, the whole image is the only proposal."""
+    np.testing.assert_array_equal(ss.selective_search(np.full((7, 9, 3), 90, np.uint8)), [[0, 0, 7, 9]])
+
+
 def test_merges_are_regions_minus_one_on_scenes():
     """On real scenes every strategy merges n - 1 times and ends with the whole image."""
     image = _scenes(1)[0]["image"]
