@@ -47,3 +47,23 @@ def test_load_names_the_key_of_a_missing_run(tmp_path):
         transfer.load(config, load_run)
     assert transfer.load(ml_collections.ConfigDict({"init_from": {"workdir": "", "step": None}}), load_run) is None
     assert transfer.load(ml_collections.ConfigDict({}), load_run) is None
+
+
+def test_merge_into_a_submodule():
+    """A classifier's ResNet lands under the detector's ``backbone`` module; its own head matches nothing there."""
+    fresh = {
+        "params": {"backbone": {"stem": {"kernel": np.zeros((3, 3))}}, "head": {"kernel": np.zeros((2, 2))}},
+        "batch_stats": {"backbone": {"bn": {"mean": np.zeros(3)}}},
+    }
+    source = {
+        "params": {"stem": {"kernel": np.ones((3, 3))}, "head": {"kernel": np.ones((2, 2))}},
+        "batch_stats": {"bn": {"mean": np.ones(3)}},
+    }
+    merged, copied, kept = transfer.merge(fresh, source, into="backbone")
+    assert copied == ["['batch_stats']['backbone']['bn']['mean']", "['params']['backbone']['stem']['kernel']"]
+    assert kept == ["['params']['head']['kernel']"]
+    np.testing.assert_array_equal(merged["params"]["head"]["kernel"], np.zeros((2, 2)))
+    # A nested module path, a/b.
+    deep = {"params": {"a": {"b": {"stem": {"kernel": np.zeros((3, 3))}}}}}
+    merged, copied, _ = transfer.merge(deep, {"params": source["params"]}, into="a/b")
+    assert copied == ["['params']['a']['b']['stem']['kernel']"]

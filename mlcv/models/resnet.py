@@ -179,6 +179,8 @@ class ResNet(nn.Module):
         keep stride 1 and instead double the dilation of their (and all later) 3x3 convolutions (DeepLab's
         atrous ResNet). Unlike torchvision, a dilated stage's first block already uses the new dilation.
       features_only: return the last feature map (N, H / stride, W / stride, C) instead of logits.
+      return_stages: return the output of every stage, ``{level: map}`` with ``level = log2(stride)`` (C2..C5 of
+        an ImageNet ResNet, the inputs of a feature pyramid), instead of logits.
     """
 
     num_classes: int
@@ -190,6 +192,7 @@ class ResNet(nn.Module):
     shortcut: str = "B"
     output_stride: int | None = None
     features_only: bool = False
+    return_stages: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -208,6 +211,7 @@ class ResNet(nn.Module):
         ):
             raise ValueError(f"output_stride must be a power of two >= the stem's stride {stride}")
         dilation = 1
+        stages = {}
         for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             strides = 1 if i == 0 else 2
             if strides > 1 and self.output_stride is not None and stride >= self.output_stride:
@@ -223,6 +227,9 @@ class ResNet(nn.Module):
                     shortcut=self.shortcut,
                     name=f"stage{i + 1}_block{j}",
                 )(x, train=train)
+            stages[stride.bit_length() - 1] = x
+        if self.return_stages:
+            return stages
         if self.features_only:
             return x
         x = jnp.mean(x, axis=(1, 2))

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mlcv.models import resnet
 from mlcv.models.centernet import _Residual
 
 #: The classification prior pi: every anchor starts with foreground probability 0.01 for every class.
@@ -66,6 +67,9 @@ class RetinaNet(nn.Module):
       head_convs: 3x3 convolutions of each subnet before its output (the paper's 4).
       min_level, max_level: pyramid levels ``P_min..P_max`` (stride ``2 ** l``).
       fpn: False for the single-level ablation (level ``min_level`` only, no top-down path).
+      backbone: "residual" (the stages above) or a ResNet of the zoo (``resnet18``, ``resnet50``, ``resnet101``;
+        ``_resnet_tiny`` for tests) giving C2..C5; levels above C5 are the paper's extra levels: ``P6`` a 3x3
+        stride-2 convolution of ``C5``, ``P7`` one of ``relu(P6)``.
     """
 
     num_classes: int
@@ -77,6 +81,7 @@ class RetinaNet(nn.Module):
     min_level: int = 3
     max_level: int = 5
     fpn: bool = True
+    backbone: str = "residual"
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -90,20 +95,13 @@ class RetinaNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
-        if not 1 <= self.min_level <= self.max_level <= len(self.stage_features):
-            raise ValueError(
-                f"RetinaNet: levels {self.min_level}..{self.max_level} need 1 <= min <= max <= "
-                f"{len(self.stage_features)} (the number of stages)"
-            )
-        feats = {}
-        for i, f in enumerate(self.stage_features[: self.levels[-1]]):
-            x = _Residual(f, stride=2, name=f"stage{i + 1}_0")(x, train)
-            for j in range(1, self.blocks_per_stage):
-                x = _Residual(f, name=f"stage{i + 1}_{j}")(x, train)
-            feats[i + 1] = x
+        feats = self._backbone(x, train)
+        deepest = max(feats)
+        if self.min_level > deepest or self.min_level < min(feats):
+            raise ValueError(f"RetinaNet: min_level {self.min_level} is not a level of the backbone {sorted(feats)}")
         pyramid = {}
         top = None
-        for level in reversed(self.levels):  # coarsest first: the top-down path
+        for level in reversed([lv for lv in self.levels if lv <= deepest]):  # coarsest first: the top-down path
             y = nn.Conv(self.fpn_features, (1, 1), name=f"lateral{level}")(feats[level])
             if top is not None:
                 b, h, w, c = top.shape
@@ -111,6 +109,11 @@ class RetinaNet(nn.Module):
                 y = y + up
             top = y
             pyramid[level] = nn.Conv(self.fpn_features, (3, 3), name=f"output{level}")(y)
+        below = feats[deepest]
+        for level in [lv for lv in self.levels if lv > deepest]:  # P6 from C5, P7 from relu(P6), as the paper
+            below = nn.Conv(self.fpn_features, (3, 3), strides=(2, 2), name=f"extra{level}")(below)
+            pyramid[level] = below
+            below = nn.relu(below)
         prior = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
         # One set of modules called on every level: the subnets' weights are shared across the pyramid.
         class_net = _Subnet(
@@ -128,6 +131,34 @@ class RetinaNet(nn.Module):
             "class_logits": jnp.concatenate(logits, axis=1).astype(jnp.float32),
             "box_deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),
         }
+
+    def _backbone(self, x: jax.Array, train: bool) -> dict[int, jax.Array]:
+        """``{level: C_level}``: the residual stages up to ``max_level``, or a zoo ResNet's C2..C5."""
+        if self.backbone != "residual":
+            if self.backbone not in _RESNETS:
+                raise ValueError(f"RetinaNet: backbone {self.backbone!r} is not one of residual, {', '.join(_RESNETS)}")
+            return _RESNETS[self.backbone](num_classes=1, return_stages=True, name="backbone")(x, train=train)
+        if not 1 <= self.min_level <= self.max_level <= len(self.stage_features):
+            raise ValueError(
+                f"RetinaNet: levels {self.min_level}..{self.max_level} need 1 <= min <= max <= "
+                f"{len(self.stage_features)} (the number of stages)"
+            )
+        feats = {}
+        for i, f in enumerate(self.stage_features[: self.levels[-1]]):
+            x = _Residual(f, stride=2, name=f"stage{i + 1}_0")(x, train)
+            for j in range(1, self.blocks_per_stage):
+                x = _Residual(f, name=f"stage{i + 1}_{j}")(x, train)
+            feats[i + 1] = x
+        return feats
+
+
+#: Zoo ResNets as backbones (ImageNet stem: C2..C5 at strides 4..32); the tiny one has 8 channels a stage.
+_RESNETS = {
+    "resnet18": resnet.ResNet18,
+    "resnet50": resnet.ResNet50,
+    "resnet101": resnet.ResNet101,
+    "_resnet_tiny": partial(resnet.ResNet, stage_sizes=(1, 1, 1, 1), block=resnet.BasicBlock, widths=(8, 8, 8, 8)),
+}
 
 
 class _Subnet(nn.Module):

@@ -78,7 +78,7 @@ class StepBuilder:
         if init_from is not None:
             source = {"params": init_from.variables["params"], "batch_stats": init_from.variables.get("batch_stats")}
             target = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-            merged, copied, kept = transfer.merge(target, source)
+            merged, copied, kept = transfer.merge(target, source, init_from.into)
             variables = {**variables, **merged}
             self.transfer_line = transfer.describe(init_from, copied, kept)
         params = variables["params"]

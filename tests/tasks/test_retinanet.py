@@ -155,3 +155,24 @@ def test_runlocal_through_the_loop(tmp_path):
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["task"] == "retinanet" and written["headline_metric"]["name"] == "ap"
     assert 0.0 <= written["test"]["ap"] <= 1.0
+
+
+def test_resnet_backbone_with_the_papers_extra_levels():
+    """A zoo ResNet gives C2..C5; P6 and P7 are strided convolutions above C5, as the paper builds them.
+
+    On a 100x70 input, levels 3..7 (strides 8..128) have ceil(100 / s) x ceil(70 / s) cells:
+    13 x 9 + 7 x 5 + 4 x 3 + 2 x 2 + 1 x 1 = 169, two anchors each.
+    """
+    from mlcv.models import resnet
+
+    stages = resnet.ResNet(1, (1, 1, 1, 1), resnet.BasicBlock, widths=(8, 8, 8, 8), return_stages=True)
+    x = jnp.zeros((1, 64, 64, 3))
+    out = stages.apply(stages.init(jax.random.key(0), x), x)
+    assert {k: v.shape[1] for k, v in out.items()} == {2: 16, 3: 8, 4: 4, 5: 2}
+    model = models.get("retinanet", num_classes=3, num_anchors=2, backbone="_resnet_tiny", max_level=7, head_convs=1)
+    x = jnp.zeros((1, 100, 70, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert model.apply(variables, x)["class_logits"].shape == (1, 338, 3)
+    assert {"backbone", "extra6", "extra7"} <= set(variables["params"])
+    with pytest.raises(ValueError, match="backbone 'vgg'"):
+        models.get("retinanet", num_classes=3, backbone="vgg").init(jax.random.key(0), x)

@@ -107,18 +107,40 @@ def resize(size: int | tuple[int, int]) -> Op:
     return lambda ex, rng: spatial.resize(ex, h, w)
 
 
-def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """The ``(height, width)`` with the shorter side ``size`` and the aspect ratio kept, as ``resize_short_image``."""
+def short_side_size(height: int, width: int, size: int, max_size: int | None = None) -> tuple[int, int]:
+    """The ``(height, width)`` with the shorter side ``size`` and the aspect ratio kept, as ``resize_short_image``;
+    with ``max_size``, smaller if needed so that the longer side is at most ``max_size`` (Detectron's 800 / 1333).
+    """
     scale = size / min(height, width)
+    if max_size is not None:
+        scale = min(scale, max_size / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 @register("resize_short", moves=MOVES)
-def resize_short(size: int) -> Op:
-    """Resizes the shorter side to ``size``, keeping the aspect ratio; keys move as in ``resize``."""
+def resize_short(size: int, max_size: int | None = None) -> Op:
+    """Resizes the shorter side to ``size`` (the longer one to at most ``max_size``), keeping the aspect ratio;
+    keys move as in ``resize``.
+    """
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
-        return spatial.resize(ex, *short_side_size(*spatial.size(ex), size))
+        return spatial.resize(ex, *short_side_size(*spatial.size(ex), size, max_size))
+
+    return op
+
+
+@register("pad_to", moves=MOVES)
+def pad_to(size: int | tuple[int, int], seg_fill: float = SEG_FILL) -> Op:
+    """Pads below and to the right to exactly ``size`` (int: square), so that images of different aspect ratios
+    batch together; boxes keep their pixel coordinates. A larger image is an error (resize it first).
+    """
+    h, w = _hw(size)
+
+    def op(ex: Example, rng: np.random.Generator) -> Example:
+        height, width = spatial.size(ex)
+        if height > h or width > w:
+            raise ValueError(f"pad_to({size}): image {_shape(ex)} is larger; resize it first (resize_short max_size)")
+        return spatial.crop(ex, 0, 0, h, w, seg_fill)
 
     return op
 
