@@ -56,12 +56,20 @@ CASES: dict[str, tuple[str | None, ...]] = {
     "imagenet_resnet50": (None, "runlocal", "schedule=step", "schedule=step,label_smoothing=0.0"),
     "scenes_retinanet": (None, "runlocal"),
     "scenes_detection_ablation": (None, "runlocal", "steps=1000"),
+    "retinanet_r50_fpn": (
+        None,
+        "runlocal",
+        "dataset=coco",
+        "dataset=voc",
+        "dataset=coco,runlocal",
+        "dataset=voc,runlocal",
+    ),
 }
 # Longer than MAX_LINES on purpose: an ablation's table is its rows; Viola-Jones documents a detector
 # whose every stage of training, mining and grouping has keys of its own.
 MAX_LINES = 60
 LONG_FILES = {"digits_ablation", "faces_viola_jones", "scenes_detection_ablation"}
-PAPER_RECIPES = ("cifar_resnet", "imagenet_resnet50")
+PAPER_RECIPES = ("cifar_resnet", "imagenet_resnet50", "retinanet_r50_fpn")
 
 
 def _types(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, str]:

@@ -29,7 +29,8 @@ def plot_curves(records: Sequence[dict[str, Any]], metric: str, path: str | os.P
     if metric == "loss":
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_lines():  # a metric that was never finite (AP of a size no image has) draws no line to name
+        ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
