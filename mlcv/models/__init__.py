@@ -15,7 +15,21 @@ from typing import Any
 import flax.linen as nn
 
 from mlcv.config import ConfigError
-from mlcv.models import alexnet, centernet, cnn, fcn, inception, linear, mlp, mobilenet, resnet, retinanet, vgg
+from mlcv.models import (
+    alexnet,
+    centernet,
+    cnn,
+    fast_rcnn,
+    fcn,
+    inception,
+    linear,
+    mlp,
+    mobilenet,
+    rcnn,
+    resnet,
+    retinanet,
+    vgg,
+)
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "linear": linear.Linear,
@@ -45,10 +59,14 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_fcn": fcn.SmallFCN,
     "centernet": centernet.CenterNet,
     "retinanet": retinanet.RetinaNet,
+    "rcnn": rcnn.RCNN,
+    "fast_rcnn": fast_rcnn.FastRCNN,
     "_resnet_tiny": resnet.ResNetTiny,
     "_small_fcn_tiny": fcn.SmallFCNTiny,
     "_centernet_tiny": centernet.CenterNetTiny,
     "_retinanet_tiny": retinanet.RetinaNetTiny,
+    "_rcnn_tiny": rcnn.RCNNTiny,
+    "_fast_rcnn_tiny": fast_rcnn.FastRCNNTiny,
 }
 
 

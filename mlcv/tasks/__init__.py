@@ -11,6 +11,7 @@ from mlcv.tasks.centernet import CenterNetTask
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
 from mlcv.tasks.localization import LocalizationTask
+from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
 from mlcv.tasks.segmentation import SegmentationTask
 
@@ -18,7 +19,9 @@ _TASKS: dict[str, type[Task]] = {
     "centernet": CenterNetTask,
     "classification": ClassificationTask,
     "distillation": DistillationTask,
+    "fast_rcnn": FastRCNNTask,
     "localization": LocalizationTask,
+    "rcnn": RCNNTask,
     "retinanet": RetinaNetTask,
     "segmentation": SegmentationTask,
 }
