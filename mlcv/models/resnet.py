@@ -259,3 +259,13 @@ ResNet110 = partial(_CIFARResNet, stage_sizes=(18, 18, 18))
 
 # A tiny network for fast tests: CIFAR stem, one basic block per stage, 8/16/32 channels.
 ResNetTiny = partial(ResNet, stage_sizes=(1, 1, 1), block=BasicBlock, widths=(8, 16, 32), stem="cifar")
+
+#: Zoo ResNets that detectors and segmenters use as backbones (``return_stages=True``: C2..C5 at strides
+#: 4..32); ``_resnet_tiny`` (8 channels a stage, one basic block each) is for tests.
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
+    "resnet50": ResNet50,
+    "resnet101": ResNet101,
+    "_resnet_tiny": partial(ResNet, stage_sizes=(1, 1, 1, 1), block=BasicBlock, widths=(8, 8, 8, 8)),
+}

@@ -135,9 +135,11 @@ class RetinaNet(nn.Module):
     def _backbone(self, x: jax.Array, train: bool) -> dict[int, jax.Array]:
         """``{level: C_level}``: the residual stages up to ``max_level``, or a zoo ResNet's C2..C5."""
         if self.backbone != "residual":
-            if self.backbone not in _RESNETS:
-                raise ValueError(f"RetinaNet: backbone {self.backbone!r} is not one of residual, {', '.join(_RESNETS)}")
-            return _RESNETS[self.backbone](num_classes=1, return_stages=True, name="backbone")(x, train=train)
+            if self.backbone not in resnet.BACKBONES:
+                raise ValueError(
+                    f"RetinaNet: backbone {self.backbone!r} is not one of residual, {', '.join(resnet.BACKBONES)}"
+                )
+            return resnet.BACKBONES[self.backbone](num_classes=1, return_stages=True, name="backbone")(x, train=train)
         if not 1 <= self.min_level <= self.max_level <= len(self.stage_features):
             raise ValueError(
                 f"RetinaNet: levels {self.min_level}..{self.max_level} need 1 <= min <= max <= "
@@ -150,15 +152,6 @@ class RetinaNet(nn.Module):
                 x = _Residual(f, name=f"stage{i + 1}_{j}")(x, train)
             feats[i + 1] = x
         return feats
-
-
-#: Zoo ResNets as backbones (ImageNet stem: C2..C5 at strides 4..32); the tiny one has 8 channels a stage.
-_RESNETS = {
-    "resnet18": resnet.ResNet18,
-    "resnet50": resnet.ResNet50,
-    "resnet101": resnet.ResNet101,
-    "_resnet_tiny": partial(resnet.ResNet, stage_sizes=(1, 1, 1, 1), block=resnet.BasicBlock, widths=(8, 8, 8, 8)),
-}
 
 
 class _Subnet(nn.Module):
