@@ -55,6 +55,7 @@ CASES: dict[str, tuple[str | None, ...]] = {
     ),
     "imagenet_resnet50": (None, "runlocal", "schedule=step", "schedule=step,label_smoothing=0.0"),
     "scenes_retinanet": (None, "runlocal"),
+    "scenes_yolov3": (None, "runlocal"),
     "scenes_detection_ablation": (None, "runlocal", "steps=1000"),
     "retinanet_r50_fpn": (
         None,

@@ -29,6 +29,7 @@ from mlcv.models import (
     resnet,
     retinanet,
     vgg,
+    yolov3,
 )
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -59,12 +60,14 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_fcn": fcn.SmallFCN,
     "centernet": centernet.CenterNet,
     "retinanet": retinanet.RetinaNet,
+    "yolov3": yolov3.YOLOv3,
     "rcnn": rcnn.RCNN,
     "fast_rcnn": fast_rcnn.FastRCNN,
     "_resnet_tiny": resnet.ResNetTiny,
     "_small_fcn_tiny": fcn.SmallFCNTiny,
     "_centernet_tiny": centernet.CenterNetTiny,
     "_retinanet_tiny": retinanet.RetinaNetTiny,
+    "_yolov3_tiny": yolov3.YOLOv3Tiny,
     "_rcnn_tiny": rcnn.RCNNTiny,
     "_fast_rcnn_tiny": fast_rcnn.FastRCNNTiny,
 }

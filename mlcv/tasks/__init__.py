@@ -14,6 +14,7 @@ from mlcv.tasks.localization import LocalizationTask
 from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
 from mlcv.tasks.segmentation import SegmentationTask
+from mlcv.tasks.yolov3 import YOLOv3Task
 
 _TASKS: dict[str, type[Task]] = {
     "centernet": CenterNetTask,
@@ -24,6 +25,7 @@ _TASKS: dict[str, type[Task]] = {
     "rcnn": RCNNTask,
     "retinanet": RetinaNetTask,
     "segmentation": SegmentationTask,
+    "yolov3": YOLOv3Task,
 }
 
 
