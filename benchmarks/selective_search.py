@@ -8,16 +8,20 @@ Run:
    recall: the fraction of ground-truth digit boxes with IoU >= 0.5 / 0.7 to one of the top 100 / 300 / all
    proposals. OpenCV's ``cv2.ximgproc.segmentation`` selective search (opencv-contrib) joins the table when it
    is importable, in its own fast and single-strategy modes.
-2. The ``selective_search(300)`` data op: ms a record on a first pass (cache misses) and on a second (hits).
+2. The ``selective_search(300)`` data op with a file cache in a temporary directory: ms a record on a first pass
+   (misses: the search, then a file written), a second (in-process hits) and a third after emptying the
+   in-process cache (file hits, as in a new run).
 
-The line ``calibration`` times ``sum(range(10**6))`` in the same process: on a shared machine the ms figures
-scale with it (about 10 ms when the machine is idle).
+On a shared machine the ms figures follow its load, so two peers are timed in the same run: scikit-image's
+``felzenszwalb`` alone on the same images (HSV, k 100: one of the fast mode's four segmentations), and
+``calibration``, ``sum(range(10**6))``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,19 +100,29 @@ def main() -> None:
     header = ["method", "ms/image", "proposals"] + [f"top {t or 'all'} @{th}" for t in TOPS for th in THRESHOLDS]
     print(f"{args.num_images} digit_scenes validation images, {sum(len(g) for g in gt)} digits")
     print(" | ".join(header))
+    from skimage.segmentation import felzenszwalb
+
+    from mlcv.ops.region_features import color_space
+
+    hsv = [color_space(image, "hsv") for image in images]
+    _, ms = _timed(lambda x: felzenszwalb(x, scale=100, sigma=0.8, min_size=10), hsv, args.repeats)
+    print(f"peer: scikit-image felzenszwalb alone (HSV, k 100) {ms:.1f} ms/image")
     for name, fn in methods.items():
         proposals, ms = _timed(fn, images, args.repeats)
         cells = [f"{100 * recall(gt, proposals, t, th):.1f}" for t in TOPS for th in THRESHOLDS]
         print(" | ".join([name, f"{ms:.1f}", f"{np.mean([len(p) for p in proposals]):.0f}", *cells]), flush=True)
 
-    op = ops.parse("selective_search(300)")
     rng = np.random.default_rng(0)
     proposals_op.cache_clear()
-    for name in ("first pass (cache misses)", "second pass (cache hits)"):
-        t0 = time.perf_counter()
-        for image in images:
-            op({"image": image}, rng)
-        print(f"selective_search(300) op, {name}: {1e3 * (time.perf_counter() - t0) / len(images):.2f} ms a record")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        op = ops.parse(f"selective_search(300, cache_dir={cache_dir!r})")
+        for name in ("misses", "in-process hits", "file hits"):
+            if name == "file hits":
+                proposals_op.cache_clear()
+            t0 = time.perf_counter()
+            for image in images:
+                op({"image": image}, rng)
+            print(f"selective_search(300) op, {name}: {1e3 * (time.perf_counter() - t0) / len(images):.2f} ms a record")
     t0 = time.perf_counter()
     sum(range(10**6))
     print(f"calibration: sum(range(10**6)) {1e3 * (time.perf_counter() - t0):.1f} ms")

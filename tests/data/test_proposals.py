@@ -109,6 +109,34 @@ def test_cache_hits_and_keys():
     assert proposals_lib.cache_size() == 2
 
 
+def test_file_cache_is_read_back_and_checked(tmp_path, caplog):
+    """A result goes to one file in cache_dir; a new process (memory cache empty) reads that file, not the image
+    (a valid file with other boxes proves it); a flipped byte is detected, reported, recomputed and rewritten."""
+    spec = f"selective_search(10, scale=50, cache_dir={str(tmp_path)!r})"
+    expected = selective_search(_image(), scale=50)[:10]
+    np.testing.assert_array_equal(ops.parse(spec)({"image": _image()}, RNG)["proposals"], expected)
+    (path,) = tmp_path.iterdir()
+    assert path.suffix == ".npz"
+    planted = np.tile(np.array([[1, 2, 3, 4]], np.float32), (10, 1))
+    proposals_lib.write_cached(path, planted)
+    proposals_lib.cache_clear()
+    np.testing.assert_array_equal(ops.parse(spec)({"image": _image()}, RNG)["proposals"], planted)
+    raw = bytearray(path.read_bytes())
+    offset = raw.index(planted.tobytes())  # npz stores arrays uncompressed: flip one byte of the boxes
+    raw[offset] ^= 1
+    path.write_bytes(bytes(raw))
+    proposals_lib.cache_clear()
+    with caplog.at_level("WARNING"):
+        out = ops.parse(spec)({"image": _image()}, RNG)
+    assert "corrupt" in caplog.text and str(path) in caplog.text
+    np.testing.assert_array_equal(out["proposals"], expected)
+    np.testing.assert_array_equal(proposals_lib.read_cached(path), expected)
+    path.write_bytes(b"not a zip file")
+    assert proposals_lib.read_cached(path) is None
+    assert proposals_lib.read_cached(tmp_path / "missing.npz") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left behind
+
+
 GEOMETRIC = [
     "flip_lr(p=1.0)",
     "flip_ud(p=1.0)",

@@ -16,16 +16,26 @@ least-recently-used dict per process, keyed by a hash of the image bytes and the
 ``cache_entries`` results of ``max_proposals x 16`` bytes (48 MB at 10,000 images of 300 proposals). With the
 default in-process loading (``worker_count`` 0) it lasts the whole run, evaluations included; grain worker
 processes each keep their own, which ends with them (an evaluation loader's workers at each evaluation).
-Measured with ``benchmarks/selective_search.py``: a hit costs 0.05 ms a record (hashing the image), a miss the
-whole search.
+Measured with ``benchmarks/selective_search.py``: a hit costs 0.05 to 0.25 ms a record (hashing the image), a
+miss the whole search.
+
+``cache_dir`` adds a file cache that outlives the process, for runs that see the same images again (seeds, sweeps,
+resumed runs, evaluation workers): one ``.npz`` a result, named by the same key plus :data:`VERSION`, holding the
+padded proposals and their blake2b digest. A file that cannot be read or whose digest does not match is reported
+(a warning), recomputed and rewritten; files are written to a temporary name and renamed, so concurrent loaders
+never read half a file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +45,37 @@ from mlcv.ops import selective_search as ss
 PROPOSAL_KEYS = ("proposals", "proposal_mask")
 _CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _LOCK = threading.Lock()  # loaders may call ops from several threads
+# Part of every file cache key: bump it when selective search's output changes, so older files are not read.
+VERSION = "1"
+
+
+def _digest(a: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).digest()
+
+
+def read_cached(path: Path) -> np.ndarray | None:
+    """The proposals stored at ``path``, or None when it is missing; a corrupt file is reported and None."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as stored:
+            proposals, digest = stored["proposals"], stored["digest"].tobytes()
+        if _digest(proposals) == digest and proposals.dtype == np.float32:
+            return proposals
+        reason = "its digest does not match its proposals"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        reason = f"it cannot be read ({type(e).__name__}: {e})"
+    logging.getLogger(__name__).warning("selective_search cache file %s is corrupt: %s; recomputing", path, reason)
+    return None
+
+
+def write_cached(path: Path, proposals: np.ndarray) -> None:
+    """Stores ``proposals`` and their digest at ``path``, through a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, proposals=proposals, digest=np.frombuffer(_digest(proposals), np.uint8))
+    os.replace(tmp, path)
 
 
 def set_proposals(out: Example, proposals: np.ndarray, height: int, width: int) -> Example:
@@ -72,22 +113,27 @@ def selective_search(
     similarities: str | Sequence[str | Sequence[str]] = ss.FAST_SIMILARITIES,
     seed: int = 0,
     cache_entries: int = 10_000,
+    cache_dir: str = "",
 ) -> Op:
     """Adds the top ``max_proposals`` selective search boxes of the uint8 ``image`` as ``proposals`` and
     ``proposal_mask`` (zero rows and mask 0 past the last proposal found).
 
     The other arguments are :func:`mlcv.ops.selective_search.selective_search`'s; ``seed`` seeds its ranking (not
     the loader's random numbers, so an image gets the same proposals every epoch). ``cache_entries`` 0 turns the
-    cache off. Raises ValueError, naming the op, on an image that is not uint8 ``[H, W, 3]`` or grey (after
-    ``normalize``, say).
+    in-process cache off; ``cache_dir`` (``~`` expanded) adds the file cache of the module docstring. Raises
+    ValueError, naming the op, on an image that is not uint8 ``[H, W, 3]`` or grey (after ``normalize``, say).
     """
     if int(max_proposals) < 1:
         raise ValueError(f"selective_search({max_proposals}): max_proposals must be at least 1")
     max_proposals = int(max_proposals)
     strategies = ss.strategies(color_spaces, scale, similarities)  # bad names fail when the string is parsed
     args = (max_proposals, tuple(strategies), float(sigma), int(min_size), int(seed))
+    directory = Path(cache_dir).expanduser() if cache_dir else None
 
-    def run(image: np.ndarray) -> np.ndarray:
+    def run(image: np.ndarray, key: str) -> np.ndarray:
+        path = directory / f"{key}.npz" if directory is not None else None
+        if path is not None and (stored := read_cached(path)) is not None:
+            return stored
         boxes = ss.selective_search(
             image,
             scale=scale,
@@ -99,6 +145,8 @@ def selective_search(
         )[:max_proposals]
         padded = np.zeros((max_proposals, 4), np.float32)
         padded[: len(boxes)] = boxes
+        if path is not None:
+            write_cached(path, padded)
         return padded
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
@@ -108,20 +156,20 @@ def selective_search(
                 f"selective_search({max_proposals}): needs the uint8 image, RGB or grey (put it before normalize "
                 f"and scale), got {image.dtype} {image.shape}"
             )
+        key = hashlib.blake2b(repr((image.shape, args, VERSION)).encode() + image.tobytes(), digest_size=16).hexdigest()
         if cache_entries > 0:
-            key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, args)
             with _LOCK:
                 proposals = _CACHE.get(key)
                 if proposals is not None:
                     _CACHE.move_to_end(key)
             if proposals is None:
-                proposals = run(image)  # outside the lock: other threads' hits need not wait
+                proposals = run(image, key)  # outside the lock: other threads' hits need not wait
                 with _LOCK:
                     _CACHE[key] = proposals
                     while len(_CACHE) > cache_entries:
                         _CACHE.popitem(last=False)
         else:
-            proposals = run(image)
+            proposals = run(image, key)
         out = dict(ex)
         # A copy: later ops and batching must not write into the cached array.
         out["proposals"] = proposals.copy()
