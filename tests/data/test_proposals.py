@@ -29,10 +29,17 @@ def _empty_cache():
     proposals_lib.cache_clear()
 
 
+def _box_moving_ops() -> set[str]:
+    return {n for n in ops.names() if "boxes" in ops.moves(n)} - {"pad_boxes", "decode_detection"}
+
+
 def test_declares_what_it_moves():
+    """The op moves its two keys; every geometric op (every op that moves boxes but pad_boxes and decoding) moves
+    them too, and has a case in GEOMETRIC below."""
     assert ops.moves("selective_search") == ("proposals", "proposal_mask")
-    for name in ("flip_lr", "flip_ud", "random_crop", "center_crop", "resize", "random_scale", "rotate"):
+    for name in _box_moving_ops():
         assert {"proposals", "proposal_mask"} <= set(ops.moves(name)), name
+    assert {spec.split("(")[0] for spec in GEOMETRIC} == _box_moving_ops()
 
 
 @pytest.mark.parametrize("max_proposals", [3, 500])
@@ -145,9 +152,12 @@ GEOMETRIC = [
     "resize((48, 64))",
     "resize((12, 16))",
     "resize_short(15)",
+    "resize_short(15, max_size=18)",
+    "pad_to((30, 40))",
     "random_resized_crop((20, 24), scale=(0.3, 1.0))",
     "random_scale(0.6, 1.6)",
     "rotate(35)",
+    "rotate(90)",
 ]
 
 
