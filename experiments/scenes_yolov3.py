@@ -12,7 +12,8 @@ top-down path by concatenation, blocks of 64 channels; 567 predictions an image.
 mlcv.ops.anchor_kmeans.kmeans_anchors(k=9, seed=0) of the 7,032 digit_scenes training boxes (mean IoU 0.871 with
 the nearest prior; tests/tasks/test_yolov3.py recomputes them).
 
-Reaches: not measured yet.
+Reaches: not measured yet. 600 steps (--config.total_steps=600, seed 0, 12 min on the shared CPU): test AP 1.9 %,
+AP50 6.1 %; the class term still at the class prior there (a fixed batch's classes are learnt in 150 steps).
 """
 
 from __future__ import annotations

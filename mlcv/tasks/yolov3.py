@@ -34,10 +34,11 @@ Loss, summed over an image's predictions and averaged over images (the paper's s
   decoded box (no gradient through it) has IoU ``> ignore_iou`` (0.5) with some gt box is not a negative;
 - classes: sigmoid cross-entropy of the ``K`` classes, one-hot target, at assigned predictions only;
 - box, at assigned predictions only: ``box_loss = "bce"`` (default, as the public PyTorch implementations):
-  cross-entropy of ``sigmoid(t_y), sigmoid(t_x)`` against the offsets ``o_y, o_x`` plus ``0.5 (t - t*)^2`` of
-  ``t_h, t_w``; ``"sse"``: the paper's sum of squared errors, ``0.5 (sigmoid(t_y) - o_y)^2 + ... +
-  0.5 (t_w - t_w*)^2`` (the centre compared after the sigmoid as Darknet does: the logit of an offset 0 or 1 is
-  infinite). Departure: no ``2 - w h`` weighting of small boxes (Darknet's code, not the paper).
+  cross-entropy of ``sigmoid(t_y), sigmoid(t_x)`` against the offsets ``o_y, o_x`` (its minimum is the
+  offsets' entropy, not 0) plus ``0.5 (t - t*)^2`` of ``t_h, t_w``; ``"sse"``: the paper's sum of squared
+  errors, ``0.5 (sigmoid(t_y) - o_y)^2 + ... + 0.5 (t_w - t_w*)^2`` (the centre compared after the sigmoid as
+  Darknet does: the logit of an offset 0 or 1 is infinite). Departure: no ``2 - w h`` weighting of small
+  boxes (Darknet's code, not the paper).
 
 Decoding (:func:`detect`): score = ``sigmoid(objectness) x sigmoid(class)`` for every (prediction, class), the
 ``pre_nms_top_k`` best, those above ``score_threshold`` (0.01), clipped to the image, class-aware NMS at

@@ -101,6 +101,31 @@ def test_decoding_by_hand():
     np.testing.assert_allclose(b[0, [0, 251]], [[2, 2, 6, 6], [32, 32, 64, 64]], rtol=1e-6)
 
 
+def test_outputs_equal_to_the_targets_detect_the_boxes():
+    """Assignment, targets, decoding and detection agree: outputs set to the targets give back the gt boxes."""
+    task = _task()
+    task.options["pre_nms_top_k"] = 50
+    boxes = jnp.array([[[10, 20, 26, 36], [40, 2, 48, 18], [1, 3, 6, 10], [50, 50, 60, 55]]], jnp.float32)
+    labels, valid = jnp.array([[3, 1, 0, 2]]), jnp.ones((1, 4))
+    lay = task.layout((64, 64))
+    owner = yt.assign(boxes, valid, PRIORS, lay, 3)["owner"]
+    t = yt.targets(boxes, labels, owner, PRIORS, lay, 4)
+    positive = t["positive"][..., None] > 0
+    offset = jnp.clip(t["offset"], 1e-6, 1 - 1e-6)
+    outputs = {
+        "box": jnp.where(positive, jnp.concatenate([jnp.log(offset / (1 - offset)), t["size"]], -1), 0.0),
+        "objectness": jnp.where(positive[..., 0], 20.0, -20.0),
+        "class_logits": jnp.where(t["classes"] > 0, 20.0, -20.0),
+    }
+    batch = {"image": jnp.zeros((1, 64, 64, 3)), "boxes": boxes, "box_labels": labels, "box_mask": valid}
+    det = jax.jit(task.predict)(outputs, batch)
+    n = int(det["det_mask"][0].sum())
+    assert n == 4
+    order = np.argsort(np.asarray(det["det_classes"][0, :n]))
+    np.testing.assert_array_equal(det["det_classes"][0, :n][order], [0, 1, 2, 3])
+    np.testing.assert_allclose(det["det_boxes"][0, :n][order], boxes[0, [2, 1, 3, 0]], atol=1e-3)
+
+
 def test_detections_score_objectness_times_class():
     task = _task()
     n = 252
