@@ -20,6 +20,7 @@ from mlcv.models import (
     centernet,
     cnn,
     fast_rcnn,
+    faster_rcnn,
     fcn,
     inception,
     linear,
@@ -60,16 +61,18 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_fcn": fcn.SmallFCN,
     "centernet": centernet.CenterNet,
     "retinanet": retinanet.RetinaNet,
-    "yolov3": yolov3.YOLOv3,
     "rcnn": rcnn.RCNN,
     "fast_rcnn": fast_rcnn.FastRCNN,
+    "yolov3": yolov3.YOLOv3,
+    "faster_rcnn": faster_rcnn.FasterRCNN,
     "_resnet_tiny": resnet.ResNetTiny,
     "_small_fcn_tiny": fcn.SmallFCNTiny,
     "_centernet_tiny": centernet.CenterNetTiny,
     "_retinanet_tiny": retinanet.RetinaNetTiny,
-    "_yolov3_tiny": yolov3.YOLOv3Tiny,
     "_rcnn_tiny": rcnn.RCNNTiny,
     "_fast_rcnn_tiny": fast_rcnn.FastRCNNTiny,
+    "_yolov3_tiny": yolov3.YOLOv3Tiny,
+    "_faster_rcnn_tiny": faster_rcnn.FasterRCNNTiny,
 }
 
 
