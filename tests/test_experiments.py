@@ -65,6 +65,7 @@ CASES: dict[str, tuple[str | None, ...]] = {
         "dataset=coco,runlocal",
         "dataset=voc,runlocal",
     ),
+    "scenes_faster_rcnn": (None, "runlocal"),
 }
 # Longer than MAX_LINES on purpose: an ablation's table is its rows; Viola-Jones documents a detector
 # whose every stage of training, mining and grouping has keys of its own.

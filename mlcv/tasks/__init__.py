@@ -10,6 +10,7 @@ from mlcv.tasks.base import StepContext, Task
 from mlcv.tasks.centernet import CenterNetTask
 from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
+from mlcv.tasks.faster_rcnn import FasterRCNNTask
 from mlcv.tasks.localization import LocalizationTask
 from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
@@ -20,6 +21,7 @@ _TASKS: dict[str, type[Task]] = {
     "centernet": CenterNetTask,
     "classification": ClassificationTask,
     "distillation": DistillationTask,
+    "faster_rcnn": FasterRCNNTask,
     "fast_rcnn": FastRCNNTask,
     "localization": LocalizationTask,
     "rcnn": RCNNTask,
