@@ -16,8 +16,8 @@ least-recently-used dict per process, keyed by a hash of the image bytes and the
 ``cache_entries`` results of ``max_proposals x 16`` bytes (48 MB at 10,000 images of 300 proposals). With the
 default in-process loading (``worker_count`` 0) it lasts the whole run, evaluations included; grain worker
 processes each keep their own, which ends with them (an evaluation loader's workers at each evaluation).
-Measured with ``benchmarks/selective_search.py``: a hit costs 0.05 to 0.25 ms a record (hashing the image), a
-miss the whole search.
+Measured with ``benchmarks/selective_search.py`` (200 scenes, load average 4.6 on the shared 2-core CPU): a miss
+costs 142 ms a record (the search), an in-process hit 0.07 ms (hashing the image), a file hit 1.1 ms.
 
 ``cache_dir`` adds a file cache that outlives the process, for runs that see the same images again (seeds, sweeps,
 resumed runs, evaluation workers): one ``.npz`` a result, named by the same key plus :data:`VERSION`, holding the
