@@ -26,6 +26,8 @@ GEOMETRIC = [
     "resize((12, 16))",
     "resize((20, 41))",
     "resize_short(15)",
+    "resize_short(30, max_size=36)",
+    "pad_to((40, 64))",
     "random_resized_crop((20, 24), scale=(0.3, 1.0))",
     "random_scale(0.6, 1.6)",
     "rotate(35)",
