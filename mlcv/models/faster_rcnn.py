@@ -43,6 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mlcv.models import resnet
 from mlcv.models.centernet import _Residual
 from mlcv.models.fpn import FPN
 from mlcv.ops.roi import fpn_level, roi_align
@@ -58,9 +59,18 @@ class _Backbone(nn.Module):
     fpn_features: int
     min_level: int
     max_level: int
+    backbone: str = "residual"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, ...]:
+        if self.backbone != "residual":
+            # A zoo ResNet: C2..C5 into the pyramid; P6 (the FPN paper's, for the RPN only) subsamples P5 by 2.
+            stages = resnet.BACKBONES[self.backbone](num_classes=1, return_stages=True, name="resnet")(x, train=train)
+            top = min(self.max_level, max(stages))
+            pyramid = FPN(self.fpn_features, name="fpn")([stages[lv] for lv in range(self.min_level, top + 1)])
+            for _ in range(top, self.max_level):
+                pyramid = (*pyramid, pyramid[-1][:, ::2, ::2])
+            return pyramid
         feats = []
         for i, f in enumerate(self.stage_features[: self.max_level]):
             x = _Residual(f, stride=2, name=f"stage{i + 1}_0")(x, train)
@@ -123,6 +133,10 @@ class FasterRCNN(nn.Module):
       sampling_ratio: RoIAlign's samples per bin and axis.
       canonical_size, canonical_level: FPN eq. 1's ``224`` and ``k0``: a RoI of side ``canonical_size`` pools
         from ``P_k0``, one half as wide from the level below.
+      backbone: "residual" (the stages above) or a ResNet of ``mlcv.models.resnet.BACKBONES`` (C2..C5, for the
+        paper recipes; levels above 5 subsample ``P5`` by 2, the FPN paper's ``P6``).
+      roi_max_level: the coarsest level RoIs pool from (None: ``max_level``); the FPN paper's RPN sees
+        ``P2``-``P6`` while its RoIs pool from ``P2``-``P5``.
     """
 
     num_classes: int
@@ -137,15 +151,21 @@ class FasterRCNN(nn.Module):
     sampling_ratio: int = 2
     canonical_size: float = 56.0
     canonical_level: int = 4
+    backbone: str = "residual"
+    roi_max_level: int | None = None
 
     def setup(self) -> None:
-        if not 1 <= self.min_level <= self.max_level <= len(self.stage_features):
+        if self.backbone != "residual":
+            if self.backbone not in resnet.BACKBONES or self.min_level < 2:
+                raise ValueError(f"FasterRCNN: backbone {self.backbone!r} with min_level {self.min_level}: use one of "
+                                 f"residual, {', '.join(resnet.BACKBONES)} (ResNets start at level 2)")  # fmt: skip
+        elif not 1 <= self.min_level <= self.max_level <= len(self.stage_features):
             raise ValueError(
                 f"FasterRCNN: levels {self.min_level}..{self.max_level} need 1 <= min <= max <= "
                 f"{len(self.stage_features)} (the number of stages)"
             )
-        self.backbone = _Backbone(
-            self.stage_features, self.blocks_per_stage, self.fpn_features, self.min_level, self.max_level
+        self.features = _Backbone(
+            self.stage_features, self.blocks_per_stage, self.fpn_features, self.min_level, self.max_level, self.backbone
         )
         self.rpn_head = _RPNHead(self.fpn_features, self.num_anchors)
         self.box_head = _BoxHead(self.num_classes, self.head_features)
@@ -164,7 +184,7 @@ class FasterRCNN(nn.Module):
         """Stage one on images ``[B, H, W, C]``: ``pyramid`` (the ``P`` maps, finest first), ``rpn_logits``
         ``[B, N]`` and ``rpn_deltas`` ``[B, N, 4]`` (float32), ``N`` the anchors of all levels, level by level.
         """
-        pyramid = self.backbone(x, train)
+        pyramid = self.features(x, train)
         logits, deltas = zip(*(self.rpn_head(p) for p in pyramid), strict=True)
         return {
             "pyramid": pyramid,
@@ -174,10 +194,11 @@ class FasterRCNN(nn.Module):
 
     def pool(self, pyramid: Sequence[jax.Array], rois: jax.Array) -> jax.Array:
         """RoIAlign features ``[B, R, pool, pool, C]`` of RoIs ``[B, R, 4]`` (input pixels), each from its level."""
-        level = fpn_level(rois, self.canonical_level, self.canonical_size, self.min_level, self.max_level)
+        top = self.max_level if self.roi_max_level is None else min(self.roi_max_level, self.max_level)
+        level = fpn_level(rois, self.canonical_level, self.canonical_size, self.min_level, top)
         size = (self.pool_size, self.pool_size)
         out = None
-        for lvl, p in zip(self.levels, pyramid, strict=True):
+        for lvl, p in zip(self.levels[: top - self.min_level + 1], pyramid, strict=False):
             align = partial(roi_align, output_size=size, spatial_scale=1.0 / 2**lvl, sampling_ratio=self.sampling_ratio)
             pooled = jax.vmap(align)(p, rois)
             here = (level == lvl)[..., None, None, None]

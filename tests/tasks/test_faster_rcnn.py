@@ -273,3 +273,22 @@ def test_runlocal_through_launch(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["task"] == "faster_rcnn" and summary["headline_metric"]["name"] == "ap"
     assert 0.0 <= summary["test"]["ap"] <= 1.0
+
+
+def test_resnet_backbone_with_the_fpn_papers_p6():
+    """A zoo ResNet gives C2..C5; P6 subsamples P5 by 2 for the RPN only, RoIs pool from P2..P5 (FPN §4.1).
+
+    On a 64x96 input, levels 2..6 (strides 4..64) have 16x24, 8x12, 4x6, 2x3 and 1x2 cells: 512 locations.
+    """
+    from mlcv import models as zoo
+
+    model = zoo.get(
+        "faster_rcnn", num_classes=3, num_anchors=1, backbone="_resnet_tiny", max_level=6, roi_max_level=5,
+        fpn_features=8, head_features=16,
+    )  # fmt: skip
+    x = jnp.zeros((1, 64, 96, 3))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    out = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert out["rpn_logits"].shape == (1, 512)
+    assert "resnet" in variables["params"]["features"]
+    assert out["class_logits"].shape == (1, 1, 4)
