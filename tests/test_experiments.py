@@ -66,12 +66,13 @@ CASES: dict[str, tuple[str | None, ...]] = {
         "dataset=voc,runlocal",
     ),
     "scenes_faster_rcnn": (None, "runlocal"),
+    "faster_rcnn_r50_fpn": (None, "runlocal", "dataset=coco", "dataset=voc", "dataset=coco,runlocal"),
 }
 # Longer than MAX_LINES on purpose: an ablation's table is its rows; Viola-Jones documents a detector
 # whose every stage of training, mining and grouping has keys of its own.
 MAX_LINES = 60
 LONG_FILES = {"digits_ablation", "faces_viola_jones", "scenes_detection_ablation"}
-PAPER_RECIPES = ("cifar_resnet", "imagenet_resnet50", "retinanet_r50_fpn")
+PAPER_RECIPES = ("cifar_resnet", "imagenet_resnet50", "retinanet_r50_fpn", "faster_rcnn_r50_fpn")
 
 
 def _types(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, str]:

@@ -55,3 +55,21 @@ def test_retinanet_r50_fpn_runlocal(dataset, tmp_path, monkeypatch):
     with tfds.testing.mock_data(num_examples=8):
         summary = train.run(retinanet_r50_fpn.get_config(f"dataset={dataset},runlocal"), tmp_path / dataset)
     assert summary["step"] == 2 and 0.0 <= summary["test"]["ap"] <= 1.0
+
+
+def test_faster_rcnn_r50_fpn_runlocal(tmp_path, monkeypatch):
+    """Faster R-CNN R50-FPN's recipe (FPN paper, Detectron 1x) runs a few steps on mock COCO."""
+    from data.test_detection_catalogue import Consistent
+
+    from experiments import faster_rcnn_r50_fpn
+    from mlcv import data
+
+    config = faster_rcnn_r50_fpn.get_config("dataset=coco")
+    assert (config.optim.lr, config.data.batch_size, config.detection.roi_batch_size) == (0.02, 16, 512)
+    assert (config.model.min_level, config.model.max_level, config.model.roi_max_level) == (2, 6, 5)
+    assert config.model.canonical_size == 224.0 and config.detection.post_nms_top_k_test == 1000
+    source = data.source
+    monkeypatch.setattr(data, "source", lambda *a, **k: Consistent(source(*a, **k)))
+    with tfds.testing.mock_data(num_examples=8):
+        summary = train.run(faster_rcnn_r50_fpn.get_config("dataset=coco,runlocal"), tmp_path / "coco")
+    assert summary["step"] == 2 and 0.0 <= summary["test"]["ap"] <= 1.0
