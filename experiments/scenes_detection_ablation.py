@@ -1,4 +1,4 @@
-"""The detection ablation on the digit scenes (course §10.2): one-stage vs keypoint, FPN, focal loss, anchors, NMS.
+"""The detection ablation on the digit scenes (course §10.2): two-stage, one-stage, keypoint; FPN, loss, anchors, NMS.
 
 Run (one command; an interrupted run resumes where it stopped):
   python launch.py --config experiments/scenes_detection_ablation.py --sweep --workdir runs/scenes_detection_ablation
@@ -6,13 +6,14 @@ Run (one command; an interrupted run resumes where it stopped):
   python launch.py --config experiments/scenes_detection_ablation.py:steps=1000 --sweep ...   # a shorter budget
 
 The base row is experiments/scenes_retinanet.py (RetinaNet, FPN P3-P5, 9 anchors a cell, focal loss, NMS 0.5);
-every other row changes one thing on the same data and step budget, over seeds 0-2: CenterNet's heatmap peaks in
-place of the anchors (keypoint detector, no NMS); one stride-8 level holding every anchor size instead of the
+every other row changes one thing on the same data and step budget, over seeds 0-2: Faster R-CNN (two-stage:
+the RPN's proposals, RoIAlign and a second-stage head; experiments/scenes_faster_rcnn.py); CenterNet's heatmap
+peaks in place of the anchors (keypoint detector, no NMS); one stride-8 level holding every anchor size instead of the
 pyramid; the alpha-balanced cross-entropy (gamma 0) instead of the focal loss; 3 and 1 anchors a cell (of sides
 16, 32, 64 px); and the NMS threshold at 0.3 and 0.7, which only changes inference, so those rows evaluate the base
 row's checkpoints again.
 
-Reaches: not measured yet (21 training runs of 5-13 min each on the 2-core CPU).
+Reaches: not measured yet (24 training runs of 5-13 min each on the 2-core CPU).
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ def get_ablation(arg: str | None = None) -> list[Row]:
     centernet = {"name": "centernet", "stage_features": (32, 64, 96, 128), "decoder_features": 64}
     centernet = {"name": "_centernet_tiny"} if args.runlocal else centernet
     keypoint = {"task": "centernet", "model": centernet, "detection": {"size_weight": 0.1, "offset_weight": 1.0}}
+    frcnn = {"name": "_faster_rcnn_tiny"} if args.runlocal else {"name": "faster_rcnn", "canonical_size": 56.0}
+    frcnn_options = {"anchor_sizes": (16.0, 32.0, 64.0, 128.0), "post_nms_top_k_train": 256, "roi_batch_size": 64}
+    two_stage = {"task": "faster_rcnn", "model": frcnn, "detection": frcnn_options}
 
     def row(id_, group, title, kind="train", **overrides):
         return Row(id_, group, title, overrides, seeds, kind, "base" if kind == "evaluate" else "")
 
     return [
         row("base", "detector", "one-stage: RetinaNet, FPN, 9 anchors, focal loss"),
+        row("faster_rcnn", "detector", "two-stage: Faster R-CNN, FPN P2-P5, RPN + RoIAlign", **two_stage),
         row("centernet", "detector", "keypoint: CenterNet heatmap peaks, no NMS", **keypoint),
         row("single_level", "pyramid", "one stride-8 level with every anchor size", **{"model.fpn": False}),
         row("ce", "loss", "alpha-balanced cross-entropy (gamma 0)", **{"detection.focal_gamma": 0.0}),
