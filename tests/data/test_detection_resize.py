@@ -1,4 +1,4 @@
-"""The detection papers' resizing: shorter side to ``size`` with the longer side capped, then padding to a fixed size."""
+"""The detection papers' resizing: the shorter side to ``size``, the longer one capped, then padding to a fixed size."""
 
 from __future__ import annotations
 
