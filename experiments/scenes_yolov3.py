@@ -12,10 +12,8 @@ top-down path by concatenation, blocks of 64 channels; 567 predictions an image.
 mlcv.ops.anchor_kmeans.kmeans_anchors(k=9, seed=0) of the 7,032 digit_scenes training boxes (mean IoU 0.871 with
 the nearest prior; tests/tasks/test_yolov3.py recomputes them).
 
-Reaches (seed 0 only, not yet 3 seeds): test AP 13.3 %, AP50 29.3 %, AP75 9.5 % after 3000 steps, 19.1 min of
-training beside one other job (validation AP 4.4 / 7.3 / 11.6 / 13.3 % at steps 1000 / 1500 / 2000 / 2500, still
-rising). Far below RetinaNet on the same budget: one positive prediction an object (RetinaNet has every anchor at
-IoU >= 0.5) learns the classes slowly; at 600 steps the class term was still at the class prior (AP 1.9 %).
+Reaches (seed 0 only): test AP 13.3 %, AP50 29.3 %, AP75 9.5 %, 19.1 min of training beside one other job; far
+below RetinaNet on this budget (one positive prediction an object learns the classes slowly), AP still rising.
 """
 
 from __future__ import annotations
