@@ -65,6 +65,8 @@ CASES: dict[str, tuple[str | None, ...]] = {
         "dataset=coco,runlocal",
         "dataset=voc,runlocal",
     ),
+    "scenes_rcnn": (None, "runlocal"),
+    "scenes_fast_rcnn": (None, "runlocal"),
     "scenes_faster_rcnn": (None, "runlocal"),
     "faster_rcnn_r50_fpn": (None, "runlocal", "dataset=coco", "dataset=voc", "dataset=coco,runlocal"),
 }

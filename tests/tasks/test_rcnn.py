@@ -13,7 +13,7 @@ import pytest
 
 from mlcv import data, models
 from mlcv.config import ConfigError
-from mlcv.models.fast_rcnn import FastRCNN
+from mlcv.models.fast_rcnn import FastRCNN, roi_pool_layer
 from mlcv.models.rcnn import RCNN, BoxHead, ConvStages, context_boxes, default_context, warp_regions
 from mlcv.ops.roi import roi_pool
 from mlcv.tasks import rcnn as rc
@@ -158,6 +158,21 @@ def test_fast_rcnn_pools_one_feature_map():
         assert pooled.shape == (3, 4, 4, 16)
         np.testing.assert_allclose(out["class_logits"][b], logits, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out["box_deltas"][b], deltas, rtol=1e-5, atol=1e-6)
+
+
+def test_roi_pool_layer_backward_goes_to_each_bins_maximum():
+    # Without ties the paper's backward (the gradient to each bin's argmax) is JAX's derivative of roi_pool.
+    features = jax.random.normal(jax.random.key(2, impl="rbg"), (6, 7, 3))
+    rois = jnp.array([[0, 0, 24, 28], [4, 8, 13, 27], [20, 0, 24, 4], [9, 9, 10, 10]], jnp.float32)
+    cot = jax.random.normal(jax.random.key(3, impl="rbg"), (4, 2, 3, 3))
+    layer = jax.jit(lambda f: jax.vjp(lambda f: roi_pool_layer(f, rois, (2, 3), 0.25), f))
+    ref = jax.jit(lambda f: jax.vjp(lambda f: roi_pool(f, rois, (2, 3), 0.25), f))
+    (out, vjp), (want, vjp_ref) = layer(features), ref(features)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_allclose(vjp(cot)[0], vjp_ref(cot)[0], rtol=1e-6, atol=1e-6)
+    # By hand on ties: a constant 2x2 map, one region, one bin: Caffe's strict > keeps the first cell (0, 0).
+    grad = jax.vjp(lambda f: roi_pool_layer(f, jnp.array([[0.0, 0.0, 2.0, 2.0]]), (1, 1), 1.0), jnp.ones((2, 2, 1)))[1]
+    np.testing.assert_array_equal(grad(jnp.full((1, 1, 1, 1), 5.0))[0][..., 0], [[5, 0], [0, 0]])
 
 
 def test_detect_by_hand():
@@ -324,3 +339,24 @@ def test_models_are_registered_with_tiny_variants():
     assert isinstance(models.get("_rcnn_tiny", num_classes=2), RCNN)
     assert isinstance(models.get("_fast_rcnn_tiny", num_classes=2), FastRCNN)
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,task", [("scenes_rcnn", "rcnn"), ("scenes_fast_rcnn", "fast_rcnn")])
+def test_runlocal_through_launch(tmp_path, name, task):
+    """``launch.py --config experiments/<name>.py:runlocal``: selective search, training, a summary with a test AP."""
+    import json
+    import subprocess
+
+    from conftest import ROOT, launch_cmd
+
+    cmd = launch_cmd("--config", str(ROOT / "experiments" / f"{name}.py") + ":runlocal", "--workdir", str(tmp_path))
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["task"] == task and summary["headline_metric"]["name"] == "ap"
+    assert 0.0 <= summary["test"]["ap"] <= 1.0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # int(64 * 0.25) = 16 foreground regions at most, 64 in all; every image has its gt boxes as foreground.
+    rois = [r["train/rois"] for r in records if "train/rois" in r]
+    fg = [r["train/foreground_rois"] for r in records if "train/foreground_rois" in r]
+    assert rois and all(r == 64 for r in rois) and all(1 <= f <= 16 for f in fg)
