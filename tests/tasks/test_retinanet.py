@@ -165,14 +165,15 @@ def test_resnet_backbone_with_the_papers_extra_levels():
     """
     from mlcv.models import resnet
 
+    # Shapes only (jax.eval_shape): compiling the initialisers would cost half a minute of CPU.
     stages = resnet.ResNet(1, (1, 1, 1, 1), resnet.BasicBlock, widths=(8, 8, 8, 8), return_stages=True)
     x = jnp.zeros((1, 64, 64, 3))
-    out = stages.apply(stages.init(jax.random.key(0), x), x)
+    out = jax.eval_shape(lambda v: stages.apply(v, x), jax.eval_shape(stages.init, jax.random.key(0), x))
     assert {k: v.shape[1] for k, v in out.items()} == {2: 16, 3: 8, 4: 4, 5: 2}
     model = models.get("retinanet", num_classes=3, num_anchors=2, backbone="_resnet_tiny", max_level=7, head_convs=1)
     x = jnp.zeros((1, 100, 70, 3))
-    variables = model.init(jax.random.key(0), x)
-    assert model.apply(variables, x)["class_logits"].shape == (1, 338, 3)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    assert jax.eval_shape(lambda v: model.apply(v, x), variables)["class_logits"].shape == (1, 338, 3)
     assert {"backbone", "extra6", "extra7"} <= set(variables["params"])
     with pytest.raises(ValueError, match="backbone 'vgg'"):
-        models.get("retinanet", num_classes=3, backbone="vgg").init(jax.random.key(0), x)
+        jax.eval_shape(models.get("retinanet", num_classes=3, backbone="vgg").init, jax.random.key(0), x)
