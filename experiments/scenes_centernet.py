@@ -23,28 +23,13 @@ import ml_collections
 from mlcv import defaults
 from mlcv.config import parse_arg
 
-# Scenes hold at most 6 digits; 8 rows leave room and keep the batches dense.
-MAX_BOXES = 8
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The CenterNet digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
     args = parse_arg(arg, runlocal=False)
-    config = defaults.training(
-        total_epochs=None, total_steps=3000, eval_every_epochs=None, eval_every_steps=500, log_every_steps=100
-    )
-    config.early_stopping.update(metric="ap", mode="max")
-    config.optim.update(name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, weight_decay=1e-4)
-    config.task = "centernet"
-    config.data = defaults.detection_data(
-        "digit_scenes", size=96, max_boxes=MAX_BOXES, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
-    )
+    config = defaults.scenes_detector("centernet", runlocal=args.runlocal)
     config.model = {"name": "centernet", "stage_features": (32, 64, 96, 128), "decoder_features": 64}
     config.detection = {"max_detections": 100, "size_weight": 0.1, "offset_weight": 1.0}
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps
-        config.data.train_split = "train[:32]"
-        config.data.validation_split = "validation[:20]"
-        config.data.test_split = "test[:20]"
         config.model = {"name": "_centernet_tiny"}
-        config.update(total_steps=6, eval_every_steps=3, log_every_steps=3)
     return config

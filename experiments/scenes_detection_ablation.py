@@ -24,21 +24,11 @@ from mlcv import defaults
 from mlcv.config import parse_arg
 from mlcv.orchestration.ablation import Row
 
-MAX_BOXES = 8
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The base row: experiments/scenes_retinanet.py's RetinaNet, ``steps`` long (3000)."""
     args = parse_arg(arg, runlocal=False, steps=3000)
-    config = defaults.training(
-        total_epochs=None, total_steps=args.steps, eval_every_epochs=None, eval_every_steps=500, log_every_steps=100
-    )
-    config.early_stopping.update(metric="ap", mode="max")
-    config.optim.update(name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, weight_decay=1e-4)
-    config.task = "retinanet"
-    config.data = defaults.detection_data(
-        "digit_scenes", size=96, max_boxes=MAX_BOXES, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
-    )
+    config = defaults.scenes_detector("retinanet", runlocal=args.runlocal, steps=args.steps)
     config.model = {"name": "retinanet", "stage_features": (32, 64, 96, 128, 128), "fpn_features": 64, "fpn": True}
     config.detection = {
         "anchor_scales": (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
@@ -49,9 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.update(tensorboard=False)
     config.checkpoint.keep = 1
     if args.runlocal:
-        config.data.update(train_split="train[:32]", validation_split="validation[:20]", test_split="test[:20]")
         config.model = {"name": "_retinanet_tiny", "fpn": True}
-        config.update(total_steps=6, eval_every_steps=3, log_every_steps=3)
     return config
 
 

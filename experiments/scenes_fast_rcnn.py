@@ -26,8 +26,6 @@ import ml_collections
 from mlcv import defaults
 from mlcv.config import parse_arg
 
-# Scenes hold at most 6 digits; 8 rows leave room and keep the batches dense.
-MAX_BOXES = 8
 # The fast mode finds 97.6 % of the digits at IoU 0.5 among its 300 best boxes (mlcv.ops.selective_search).
 PROPOSALS = 300
 
@@ -35,24 +33,12 @@ PROPOSALS = 300
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The Fast R-CNN digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
     args = parse_arg(arg, runlocal=False)
-    config = defaults.training(
-        total_epochs=None, total_steps=3000, eval_every_epochs=None, eval_every_steps=500, log_every_steps=100
-    )
-    config.early_stopping.update(metric="ap", mode="max")
-    config.optim.update(name="adam", lr=2e-3, schedule="cosine", warmup_steps=100, weight_decay=1e-4)
-    config.task = "fast_rcnn"
-    config.data = defaults.detection_data(
-        "digit_scenes", size=96, max_boxes=MAX_BOXES, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
-    )
+    config = defaults.scenes_detector("fast_rcnn", runlocal=args.runlocal)
     for key in ("pp_train", "pp_eval"):  # proposals of the stored image, before the ops that move boxes
         keep, rest = config.data[key].split("|", 1)
         config.data[key] = f"{keep}|selective_search({PROPOSALS})|{rest}"
     config.model = {"name": "fast_rcnn", "features": (32, 64, 128), "pool_size": 4, "hidden": (256, 256)}
     config.detection = {"rois_per_image": 64, "background_iou_low": 0.0, "nms_threshold": 0.5, "max_detections": 100}
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps
-        config.data.train_split = "train[:32]"
-        config.data.validation_split = "validation[:20]"
-        config.data.test_split = "test[:20]"
         config.model = {"name": "_fast_rcnn_tiny"}
-        config.update(total_steps=6, eval_every_steps=3, log_every_steps=3)
     return config
