@@ -28,33 +28,15 @@ from mlcv.config import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The recipe; args ``dataset`` (coco or voc) and ``runlocal``."""
     args = parse_arg(arg, dataset="coco", runlocal=False)
-    if args.dataset not in ("coco", "voc"):
-        raise ValueError(f"dataset must be 'coco' or 'voc', not {args.dataset!r}")
-    coco = args.dataset == "coco"
-    short, long, pad = (800, 1333, 1344) if coco else (600, 1000, 1024)
-    steps, milestones = (90_000, (60_000, 80_000)) if coco else (18_000, (12_000,))
-    if args.runlocal:  # small images, two steps: the whole flow on mock data
-        short, long, pad, steps, milestones = 48, 64, 64, 2, (1,)
-    resize = f"resize_short({short}, max_size={long})"
-    tail = f"pad_boxes(100)|normalize|pad_to({pad})"  # normalize first: the padding is 0, the mean colour
-    config = defaults.training(total_epochs=None, total_steps=steps, eval_every_epochs=None, eval_every_steps=steps)
-    config.update(task="faster_rcnn")
-    config.early_stopping.update(metric="ap", mode="max")
-    train_pp = f"decode_detection(crowd='drop', difficult='drop')|{resize}|flip_lr|{tail}"
-    name, eval_pp = ("coco/2017" if coco else "voc/2007"), f"decode_detection|{resize}|{tail}"
-    config.data = defaults.data(name, pp_train=train_pp, pp_eval=eval_pp, batch_size=16, eval_batch_size=8)
-    config.data.worker_count = 8
-    config.optim.update(name="momentum", momentum=0.9, lr=0.02, schedule="step", weight_decay=0.0, l2=1e-4)
-    config.optim.update(milestones_steps=milestones, warmup_steps=min(500, steps // 2))
+    config = defaults.detection_paper(
+        "faster_rcnn", args.dataset, lr=0.02, into="features/resnet", runlocal=args.runlocal
+    )
     config.model = {"name": "faster_rcnn", "backbone": "resnet50", "min_level": 2, "max_level": 6, "roi_max_level": 5}
     config.model.update(fpn_features=256, head_features=1024, canonical_size=224.0, canonical_level=4)
     config.detection = {"anchor_sizes": (32.0, 64.0, 128.0, 256.0, 512.0), "aspect_ratios": (0.5, 1.0, 2.0)}
     config.detection.update(pre_nms_top_k_train=2000, post_nms_top_k_train=2000, pre_nms_top_k_test=1000)
     config.detection.update(post_nms_top_k_test=1000, roi_batch_size=512, roi_positive_fraction=0.25)
-    config.init_from = {"workdir": "", "step": None, "into": "features/resnet"}
     if args.runlocal:
-        config.data.update(batch_size=2, eval_batch_size=2, train_split="train[:4]", validation_split="validation[:2]")
-        config.data.update(test_split="test[:2]", worker_count=0)
         config.model.update(backbone="_resnet_tiny", fpn_features=8, head_features=16)
         config.detection.update(post_nms_top_k_train=64, post_nms_top_k_test=32, roi_batch_size=16)
     return config

@@ -30,31 +30,11 @@ from mlcv.config import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The recipe; args ``dataset`` (coco or voc) and ``runlocal``."""
     args = parse_arg(arg, dataset="coco", runlocal=False)
-    if args.dataset not in ("coco", "voc"):
-        raise ValueError(f"dataset must be 'coco' or 'voc', not {args.dataset!r}")
-    coco = args.dataset == "coco"
-    short, long, pad = (800, 1333, 1344) if coco else (600, 1000, 1024)
-    steps, milestones = (90_000, (60_000, 80_000)) if coco else (18_000, (12_000,))
-    if args.runlocal:  # small images, two steps: the whole flow on mock data
-        short, long, pad, steps, milestones = 48, 64, 64, 2, (1,)
-    resize = f"resize_short({short}, max_size={long})"
-    tail = f"pad_boxes(100)|normalize|pad_to({pad})"  # normalize first: the padding is 0, the mean colour
-    config = defaults.training(total_epochs=None, total_steps=steps, eval_every_epochs=None, eval_every_steps=steps)
-    config.early_stopping.update(metric="ap", mode="max")
-    config.task = "retinanet"
-    train_pp = f"decode_detection(crowd='drop', difficult='drop')|{resize}|flip_lr|{tail}"
-    name, eval_pp = ("coco/2017" if coco else "voc/2007"), f"decode_detection|{resize}|{tail}"
-    config.data = defaults.data(name, pp_train=train_pp, pp_eval=eval_pp)
-    config.data.update(batch_size=16, eval_batch_size=8, worker_count=8)
-    config.optim.update(name="momentum", momentum=0.9, lr=0.01, schedule="step", weight_decay=0.0, l2=1e-4)
-    config.optim.update(milestones_steps=milestones, warmup_steps=min(500, steps // 2))
+    config = defaults.detection_paper("retinanet", args.dataset, lr=0.01, into="backbone", runlocal=args.runlocal)
     config.model = {"name": "retinanet", "backbone": "resnet50", "max_level": 7, "fpn_features": 256, "head_convs": 4}
     config.detection = {"anchor_sizes": (32.0, 64.0, 128.0, 256.0, 512.0), "aspect_ratios": (0.5, 1.0, 2.0)}
     config.detection.update(anchor_scales=(1.0, 2 ** (1 / 3), 2 ** (2 / 3)), positive_iou=0.5, negative_iou=0.4)
     config.detection.update(focal_gamma=2.0, focal_alpha=0.25, box_beta=0.11, nms_threshold=0.5, max_detections=100)
-    config.init_from = {"workdir": "", "step": None, "into": "backbone"}
     if args.runlocal:
-        config.data.update(batch_size=2, eval_batch_size=2, worker_count=0)
-        config.data.update(train_split="train[:4]", validation_split="validation[:2]", test_split="test[:2]")
         config.model.update(backbone="_resnet_tiny", fpn_features=8, head_convs=1)
     return config
