@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 
@@ -103,6 +104,29 @@ def test_bad_rows_are_refused_before_any_run(rows, match, tmp_path):
     with pytest.raises(ConfigError, match=match):
         ablation.run(_config(), rows, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_table_shows_the_metrics_a_task_reports_beside_its_headline(tmp_path):
+    """A detector's table: AP, then AP50 and AP75 (``headline_metric.also``), each the mean ± std over seeds."""
+    tests = {0: {"ap": 0.50, "ap50": 0.80, "ap75": 0.40}, 1: {"ap": 0.60, "ap50": 0.90, "ap75": None}}
+    headline = {"name": "ap", "mode": "max", "percent": True, "also": {"ap50": True, "ap75": True}}
+    for seed, test in tests.items():
+        out = ablation.run_dir(tmp_path, "base", seed)
+        out.mkdir(parents=True)
+        summary = {"headline_metric": headline, "test": test, "wall_time_s": 10.0 + seed}
+        (out / "summary.json").write_text(json.dumps(summary))
+        # The NMS row: the same runs evaluated again, AP75 measured this time.
+        evaluation = {"test": {"ap": 0.4, "ap50": 0.7 + 0.1 * seed, "ap75": 0.2}, "wall_time_s": 2.0}
+        (ablation.run_dir(tmp_path, "nms", seed) / "evaluation.json").parent.mkdir(parents=True)
+        (ablation.run_dir(tmp_path, "nms", seed) / "evaluation.json").write_text(json.dumps(evaluation))
+    rows = [Row("base", "detector", "RetinaNet"), Row("nms", "NMS", "0.3", kind="evaluate", source="base")]
+    rows = [dataclasses.replace(r, seeds=(0, 1)) for r in rows]
+    table, stats, columns = ablation._table(rows, tmp_path)
+    assert columns == ["ap (%)", "ap50 (%)", "ap75 (%)"]
+    # By hand: AP 50 and 60 -> 55.00 ± 7.07 (sample std 10 / sqrt 2); AP75 of seed 1 is missing -> one value.
+    assert table[0] == ["detector", "RetinaNet", 2, "55.00 ± 7.07", "85.00 ± 7.07", "40.00", "10"]
+    assert table[1] == ["NMS", "0.3", 2, "40.00 ± 0.00", "75.00 ± 7.07", "20.00 ± 0.00", "2"]
+    assert stats[0] == pytest.approx(("detector: RetinaNet", 55.0, 7.0710678))
 
 
 @pytest.mark.parametrize("module", [digits_ablation, scenes_detection_ablation], ids=lambda m: m.__name__)

@@ -3,7 +3,8 @@
 An ablation is a list of rows. A ``train`` row runs its overrides once per
 seed (``<workdir>/<row id>/seed=<s>``) and reports the mean ± std over seeds of
 the task's headline metric on test (``summary.json``'s ``headline_metric``) of
-each run's checkpoint chosen on validation. Other rows
+each run's checkpoint chosen on validation, and of the metrics the task reports
+beside it (``Task.also_reported``: a detector's AP50 and AP75). Other rows
 read runs that exist already, so no model is trained twice:
 
 - ``average``: the averaged (EMA) parameters of another row's runs;
@@ -132,10 +133,10 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
         if r.kind == "evaluate":
             for seed in r.seeds:
                 _evaluate(r, seed, workdir)
-    table, stats, metric = _table(rows, workdir)
+    table, stats, metrics = _table(rows, workdir)
     if jax.process_index() == 0:
-        header = ["group", "row", "runs", f"test {metric}", "wall time a run (s)"]
-        md = tables.markdown_table(header, table, align="llrrr")
+        header = ["group", "row", "runs", *(f"test {m}" for m in metrics), "wall time a run (s)"]
+        md = tables.markdown_table(header, table, align="llr" + "r" * len(metrics) + "r")
         compute = sum(s["wall_time_s"] for r in rows if r.kind == "train" for s in _summaries(workdir, r))
         note = (
             f"\n\n{sum(len(r.seeds) for r in rows if r.kind == 'train')} training runs; the sum of their wall "
@@ -145,7 +146,7 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
         tables.write_text(
             workdir / "ablation.csv", tables.csv_text([dict(zip(header, row, strict=True)) for row in table], header)
         )
-        plots.plot_ablation(stats, workdir / "ablation.png", f"test {metric}, mean ± std")
+        plots.plot_ablation(stats, workdir / "ablation.png", f"test {metrics[0]}, mean ± std")
     return table
 
 
@@ -175,36 +176,48 @@ def _summaries(workdir: Path, row: Row) -> list[dict[str, Any]]:
     return [json.loads((run_dir(workdir, row.id, s) / "summary.json").read_text()) for s in row.seeds]
 
 
-def _table(rows: Sequence[Row], workdir: Path) -> tuple[list[list[Any]], list[tuple[str, float, float | None]], str]:
-    """The table rows, (title, mean, std) per row for the plot, and the metric's column name."""
+def _table(
+    rows: Sequence[Row], workdir: Path
+) -> tuple[list[list[Any]], list[tuple[str, float, float | None]], list[str]]:
+    """The table rows, (title, mean, std) of the headline per row for the plot, and the metric columns' names.
+
+    The columns are the task's headline metric, then the metrics it reports beside it (``headline_metric``'s
+    ``also``: AP50 and AP75 for a detector); an ensemble row shows the headline only.
+    """
     by_id = {r.id: r for r in rows}
     out, stats, headline = [], [], None
     for r in rows:
         src = by_id.get(r.source, r)
         sums = _summaries(workdir, src)
         headline = headline or sums[0]["headline_metric"]
-        name = headline["name"]
+        # name -> is a percentage; the headline first
+        metrics = {headline["name"]: headline["percent"], **headline.get("also", {})}
         wall = sum(s["wall_time_s"] for s in sums) / len(sums)
         if r.kind == "train":
-            values = [s["test"][name] for s in sums]
+            tests = [s["test"] for s in sums]
         elif r.kind == "evaluate":
             evals = [json.loads((run_dir(workdir, r.id, s) / "evaluation.json").read_text()) for s in r.seeds]
-            values = [e["test"][name] for e in evals]
+            tests = [e["test"] for e in evals]
             wall = sum(e["wall_time_s"] for e in evals) / len(evals)  # inference only: no training
         elif r.kind == "average":
-            values = [s["test_avg"][name] for s in sums]
+            tests = [s["test_avg"] for s in sums]
         elif r.kind == "snapshot":
-            values = [s["test_snapshot_ensemble"]["ensemble"][name] for s in sums]
+            tests = [s["test_snapshot_ensemble"]["ensemble"] for s in sums]
         else:
-            values = []
+            tests = []
             for i in range(len(r.seeds)):
                 seeds = src.seeds[i * r.size : (i + 1) * r.size]
                 members = [runs.load_run(run_dir(workdir, src.id, s)) for s in seeds]
-                values.append(runs.evaluate_runs(members, "test")["ensemble"][name])
+                tests.append(runs.evaluate_runs(members, "test")["ensemble"])
             wall *= r.size  # an ensemble costs its members' training
-        n = len(values) if r.kind != "ensemble" else f"{len(values)} x {r.size}"
-        shown = [100 * v for v in values] if headline["percent"] else values
-        out.append([r.group, r.title, n, tables.format_mean_std(shown, 2 if headline["percent"] else 4), f"{wall:.0f}"])
-        stats.append((f"{r.group}: {r.title.strip()}", *tables.mean_std(shown)))
-    column = f"{headline['name']} (%)" if headline and headline["percent"] else (headline or {}).get("name", "")
-    return out, stats, column
+        n = len(tests) if r.kind != "ensemble" else f"{len(tests)} x {r.size}"
+        cells = []
+        for name, percent in metrics.items():
+            values = [t[name] for t in tests if t.get(name) is not None]
+            shown = [100 * v for v in values] if percent else values
+            cells.append(tables.format_mean_std(shown, 2 if percent else 4) if shown else "")
+            if name == headline["name"]:
+                stats.append((f"{r.group}: {r.title.strip()}", *tables.mean_std(shown)))
+        out.append([r.group, r.title, n, *cells, f"{wall:.0f}"])
+    metrics = {headline["name"]: headline["percent"], **headline.get("also", {})} if headline else {}
+    return out, stats, [f"{m} (%)" if p else m for m, p in metrics.items()]

@@ -49,6 +49,8 @@ class Task(abc.ABC):
     target_keys: tuple[str, ...] = ()
     #: The metric that summaries, the CLI, sweeps, ablations and ensembles report (an evaluator's scalar).
     headline: str = "loss"
+    #: Further test metrics that ablation tables show beside the headline (detection: AP50 and AP75).
+    also_reported: tuple[str, ...] = ()
 
     def __init__(self, config: ml_collections.ConfigDict, meta: Any, runs: Sequence[Any] = ()):
         self.config = config

@@ -43,6 +43,7 @@ class DetectionTask(Task):
     input_keys = ("image",)
     target_keys = ("boxes", "box_labels", "box_mask")
     headline = "ap"
+    also_reported = ("ap50", "ap75")
 
     def __init__(self, config: ml_collections.ConfigDict, meta: Any, runs: Sequence[Any] = ()):
         name = config.data.name

@@ -345,6 +345,8 @@ class _Trainer:
             members = [runs.load_run(self.workdir, s) for s in setup.snapshots]
             averaged["test_snapshot_ensemble"] = runs.evaluate_runs(members, "test")
         metric = setup.task.headline
+        # name -> whether it is a percentage: what ablation tables show beside the headline (a detector's AP50)
+        also = {m: m in setup.percent for m in setup.task.also_reported if m in test}
         summary = {
             "task": self.config.task,
             "headline": _headline(metric, test.get(metric), metric in setup.percent, best_step),
@@ -352,6 +354,7 @@ class _Trainer:
                 "name": metric,
                 "mode": setup.directions.get(metric),
                 "percent": metric in setup.percent,
+                **({"also": also} if also else {}),
             },
             "step": step,
             "best_step": best_step,
