@@ -16,8 +16,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 run: $(STAMP)
 	$(PY) launch.py
 
+# Two workers (pytest-xdist), one test file each at a time: the 2-core CI machine compiles in one while the
+# other waits on a subprocess or trains; module fixtures stay in one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

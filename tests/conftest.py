@@ -12,14 +12,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Set at import time: TFDS reads TFDS_DATA_DIR when it is first imported, which
-# happens while test modules are collected. Subprocesses inherit it.
-_TFDS_DIR = tempfile.mkdtemp(prefix="mlcv-tfds-")
-os.environ["TFDS_DATA_DIR"] = _TFDS_DIR
-atexit.register(shutil.rmtree, _TFDS_DIR, ignore_errors=True)
-# Likewise a private persistent compilation cache, so tests never fill or read the user's.
-_CACHE_DIR = tempfile.mkdtemp(prefix="mlcv-jaxcache-")
-os.environ["MLCV_COMPILATION_CACHE"] = _CACHE_DIR
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+# happens while test modules are collected. Subprocesses inherit it. Likewise a
+# private persistent compilation cache, so tests never fill or read the user's.
+# `make test` runs two pytest-xdist workers; they inherit the controller's
+# environment and so share its directories (each dataset is prepared once,
+# behind mlcv's preparation lock), and only the process that made them removes them.
+if "MLCV_TEST_TFDS_DIR" not in os.environ:
+    for _var, _prefix in (("MLCV_TEST_TFDS_DIR", "mlcv-tfds-"), ("MLCV_TEST_JAX_CACHE", "mlcv-jaxcache-")):
+        os.environ[_var] = tempfile.mkdtemp(prefix=_prefix)
+        atexit.register(shutil.rmtree, os.environ[_var], ignore_errors=True)
+os.environ["TFDS_DATA_DIR"] = os.environ["MLCV_TEST_TFDS_DIR"]
+os.environ["MLCV_COMPILATION_CACHE"] = os.environ["MLCV_TEST_JAX_CACHE"]
 
 
 def launch_cmd(*args: str) -> list[str]:

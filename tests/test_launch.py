@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from conftest import ROOT, launch_cmd
 
+from mlcv.orchestration import cli
+
 CASES = {
     "typo_key": (["--config.optim.lrr=0.1"], "unknown config key 'lrr' in --config.optim.lrr", '"lr"'),
     "unknown_section": (["--config.nosuch.x=1"], "unknown config key 'nosuch'", "--config.nosuch.x"),
@@ -50,18 +52,20 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     assert sorted(p.name for p in wd.iterdir()) == ["config.json"]
 
 
-def test_persistent_compilation_cache(tmp_path):
-    """A launch fills $MLCV_COMPILATION_CACHE; with 'off' nothing is cached."""
+def test_persistent_compilation_cache(tmp_path, monkeypatch):
+    """A launch fills $MLCV_COMPILATION_CACHE and still reports its compile time; 'off' turns the cache off."""
     args = ["--config=experiments/digits_cnn.py:runlocal", "--config.total_steps=2", "--config.eval_every_steps=2"]
     cache = tmp_path / "cache"
-    for value, wd in ((str(cache), "a"), ("off", "b")):
-        env = dict(os.environ, MLCV_COMPILATION_CACHE=value)
-        proc = subprocess.run(
-            launch_cmd(*args, f"--workdir={tmp_path / wd}"), cwd=ROOT, env=env, capture_output=True, text=True
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    env = dict(os.environ, MLCV_COMPILATION_CACHE=str(cache))
+    proc = subprocess.run(
+        launch_cmd(*args, f"--workdir={tmp_path / 'a'}"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert any(p.name.endswith("-cache") for p in cache.iterdir())
-    assert "compile_time_s" in (tmp_path / "b" / "summary.json").read_text()
+    assert "compile_time_s" in (tmp_path / "a" / "summary.json").read_text()
+    for value in ("off", "0", ""):
+        monkeypatch.setenv("MLCV_COMPILATION_CACHE", value)
+        assert cli.enable_compilation_cache() is None
 
 
 def test_summary_mode(tmp_path):

@@ -67,6 +67,7 @@ def test_run_writes_every_output(tmp_path):
     assert all("train/loss" in r and "lr" in r for r in records if "val/accuracy" not in r)
 
 
+@pytest.mark.slow  # CI kills runs in tests/reliability/test_kill.py, one of them as its last save starts
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     """kill -9 mid-run (during an async save when caught), plus a planted half-written step: same final metrics."""
     args = ("--config.total_steps=90", "--config.eval_every_steps=5", "--config.log_every_steps=5")

@@ -7,8 +7,12 @@ as a random-access ``tfds`` data source that the grain pipelines of :mod:`mlcv.d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from mlcv.config import ConfigError
@@ -277,7 +281,11 @@ def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, downlo
     if spec.builtin:
         builder = _builder(spec.name, data_dir)
         if not builder.is_prepared():
-            builder.download_and_prepare(file_format="array_record")
+            with _prepare_lock(builder.data_dir):
+                # Another process (a sweep shard, a second run) may have prepared it while this one waited.
+                builder = _builder(spec.name, data_dir)
+                if not builder.is_prepared():
+                    builder.download_and_prepare(file_format="array_record")
         return builder.as_data_source(split=split)
     try:
         return tfds.data_source(spec.name, split=split, data_dir=data_dir, download=download)
@@ -289,6 +297,26 @@ def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, downlo
 
 # meta() takes a ``source`` argument, which hides the function of that name inside it.
 _open_source = source
+
+
+@contextlib.contextmanager
+def _prepare_lock(version_dir: str) -> Iterator[None]:
+    """Holds an exclusive lock on preparing the dataset whose files go to ``version_dir``.
+
+    Runs started together on a fresh data dir (sweep shards, parallel test workers) would otherwise build the
+    same dataset at once and race on its files; the second waits and then finds it prepared. The lock is a
+    file beside the dataset's directory; the kernel releases it when its holder exits, even by kill -9.
+    """
+    parent = os.path.dirname(os.path.normpath(version_dir))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(
+        os.path.join(os.path.dirname(parent), f".{os.path.basename(parent)}.prepare.lock"), os.O_CREAT | os.O_RDWR
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _builder(name: str, data_dir: str | None):

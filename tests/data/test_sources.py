@@ -185,3 +185,24 @@ def test_splits_raise_config_error_and_pickle():
     with pytest.raises(ConfigError, match="'motorcycle' has no 'train' split"):
         splits["train"]
     assert data.get("mnist:3.0.1").splits["train"] == "train[:90%]"
+
+
+def test_a_second_process_waits_for_the_first_to_prepare(tmp_path):
+    """While one process holds the preparation lock, another's source() waits, then reads the prepared data."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    from mlcv.data import registry
+
+    version_dir = registry._builder("digits", str(tmp_path)).data_dir  # noqa: SLF001 where the files will go
+    code = f"from mlcv import data; print(len(data.source(data.get('digits'), 'test', data_dir={str(tmp_path)!r})))"
+    with registry._prepare_lock(version_dir):  # noqa: SLF001
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        time.sleep(8.0)  # long enough to import mlcv and reach the lock
+        assert proc.poll() is None, "source() did not wait for the lock"
+        assert not registry._builder("digits", str(tmp_path)).is_prepared()  # noqa: SLF001
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and out.split()[-1] == "360"  # the digits test split, after TFDS's messages

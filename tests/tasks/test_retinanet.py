@@ -144,6 +144,7 @@ def test_initial_scores_are_the_prior():
     np.testing.assert_allclose(jax.nn.sigmoid(out["class_logits"]), 0.01, atol=2e-3)
 
 
+@pytest.mark.slow  # CI runs a detector (CenterNet) through the loop and launch.py in test_detection_launch.py
 def test_runlocal_through_the_loop(tmp_path):
     """experiments/scenes_retinanet.py:runlocal trains, evaluates and summarises with the AP headline."""
     import json
