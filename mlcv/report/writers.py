@@ -6,6 +6,7 @@ import json
 import math
 import os
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ class MetricWriter:
         self.path = Path(workdir) / "metrics.jsonl"
         self.tb_dir = Path(workdir) / "tensorboard" if tensorboard else None
         self._tb = None  # created at the first write, after any truncation of older event files
+        self._tb_files = 0  # event files this writer started: part of their names, so that none share one
 
     def truncate_after(self, step: int) -> None:
         """Keeps only records with ``step <= step``, in ``metrics.jsonl`` and in TensorBoard."""
@@ -102,10 +104,15 @@ class MetricWriter:
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """Logs ``scalars`` at ``step``; non-finite values are written as null."""
         if self.tb_dir is not None and self._tb is None:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
 
-            # The process id keeps two writers started within one second from sharing a file name.
-            self._tb = SummaryWriter(str(self.tb_dir), filename_suffix=f".{os.getpid()}")
+            # Synchronous writes, not tensorboardX's SummaryWriter: that one queues events for a thread and its
+            # flush() does not wait for the queue, so a kill just after a checkpoint lost events the checkpoint
+            # covered (seen under load: a resumed run's TensorBoard lacked a validation step). The process id
+            # and a count keep two files started within one second from sharing a name.
+            self.tb_dir.mkdir(parents=True, exist_ok=True)
+            self._tb_files += 1
+            self._tb = EventsWriter(str(self.tb_dir / "events"), f".{os.getpid()}.{self._tb_files}")
         record = {"step": int(step)}
         for k, v in scalars.items():
             v = float(v)
@@ -113,7 +120,11 @@ class MetricWriter:
             # An undefined metric (AP of a size no object has) is a gap in TensorBoard's curve, not a warning per
             # eval from tensorboardX; metrics.jsonl keeps it as null and the loop's guard reports a NaN loss.
             if self._tb is not None and math.isfinite(v):
-                self._tb.add_scalar(k, v, int(step))
+                from tensorboardX import summary
+                from tensorboardX.proto import event_pb2
+
+                event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary.scalar(k, v))
+                self._tb.write_event(event)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -123,6 +134,7 @@ class MetricWriter:
             self._tb.flush()
 
     def close(self) -> None:
-        """Flushes and closes the TensorBoard writer."""
+        """Flushes and closes the TensorBoard writer (a later write starts a new event file)."""
         if self._tb is not None:
             self._tb.close()
+            self._tb = None

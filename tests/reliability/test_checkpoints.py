@@ -245,3 +245,24 @@ def test_checkpoints_from_before_checksums_restore_unverified(ref, tmp_path, cap
     assert f"checkpoint steps 5, 10 predate checksums: their {checkpoint.MANIFEST} written now" in err
     assert all(checkpoint.verify(wd / "checkpoints" / s) is None for s in ("5", "10"))
     _assert_same_run(ref, wd)
+
+
+def test_flushed_scalars_are_on_disk_before_close(tmp_path):
+    """What a checkpoint covers is in the event file once ``flush()`` returns: a kill after it loses nothing.
+
+    tensorboardX's SummaryWriter queued events for a thread and its flush() did not wait for the queue.
+    """
+    from mlcv.report.writers import MetricWriter
+
+    writer = MetricWriter(tmp_path)
+    for step in range(1, 51):
+        writer.write(step, {"train/loss": 1.0 / step, "val/ap": float("nan")})
+    writer.flush()
+    scalars = read_scalars(tmp_path / "tensorboard")  # read while the writer is open, as after a kill -9
+    assert [(s, t) for s, t, _ in scalars] == [(s, "train/loss") for s in range(1, 51)]
+    assert scalars[-1][2] == pytest.approx(1.0 / 50)
+    writer.close()
+    writer.write(51, {"train/loss": 0.5})  # a new file after close, beside the first
+    writer.close()
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert read_scalars(tmp_path / "tensorboard")[-1][:2] == (51, "train/loss")
