@@ -33,10 +33,7 @@ PROPOSALS = 300
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The Fast R-CNN digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
     args = parse_arg(arg, runlocal=False)
-    config = defaults.scenes_detector("fast_rcnn", runlocal=args.runlocal)
-    for key in ("pp_train", "pp_eval"):  # proposals of the stored image, before the ops that move boxes
-        keep, rest = config.data[key].split("|", 1)
-        config.data[key] = f"{keep}|selective_search({PROPOSALS})|{rest}"
+    config = defaults.scenes_detector("fast_rcnn", runlocal=args.runlocal, proposals=PROPOSALS)
     config.model = {"name": "fast_rcnn", "features": (32, 64, 128), "pool_size": 4, "hidden": (256, 256)}
     config.detection = {"rois_per_image": 64, "background_iou_low": 0.0, "nms_threshold": 0.5, "max_detections": 100}
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps

@@ -90,13 +90,17 @@ def detection_data(
     return data(name, pp_train=pp_train, pp_eval=f"{keys}|pad_boxes({max_boxes})|normalize", **kwargs)
 
 
-def scenes_detector(task: str, *, runlocal: bool = False, steps: int = 3000, max_boxes: int = 8) -> ConfigDict:
+def scenes_detector(
+    task: str, *, runlocal: bool = False, steps: int = 3000, max_boxes: int = 8, proposals: int = 0
+) -> ConfigDict:
     """What every detector on the digit scenes shares, so that they compare: ``steps`` of Adam 2e-3 (cosine, 100
     warm-up steps, weight decay 1e-4), the checkpoint chosen on validation AP every 500 steps, and
     :func:`detection_data` of ``digit_scenes`` (96 px, scale jitter 0.8-1.25, shifts of 8 px, batches of 16).
 
     ``runlocal``: 32 / 20 / 20 images and 6 steps, a check of the whole flow in seconds (the caller picks a tiny
     model). ``max_boxes``: scenes hold at most 6 digits; 8 rows leave room and keep the batches dense.
+    ``proposals``: when > 0, ``selective_search(proposals)`` right after the decoding op, on the stored image
+    before the ops that move boxes (R-CNN, Fast R-CNN).
     """
     config = training(
         total_epochs=None, total_steps=steps, eval_every_epochs=None, eval_every_steps=500, log_every_steps=100
@@ -107,6 +111,10 @@ def scenes_detector(task: str, *, runlocal: bool = False, steps: int = 3000, max
     config.data = detection_data(
         "digit_scenes", size=96, max_boxes=max_boxes, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
     )
+    if proposals:
+        for key in ("pp_train", "pp_eval"):
+            keep, rest = config.data[key].split("|", 1)
+            config.data[key] = f"{keep}|selective_search({proposals})|{rest}"
     if runlocal:
         config.data.update(train_split="train[:32]", validation_split="validation[:20]", test_split="test[:20]")
         config.update(total_steps=6, eval_every_steps=3, log_every_steps=3)
