@@ -185,13 +185,14 @@ def _table(
     ``also``: AP50 and AP75 for a detector); an ensemble row shows the headline only.
     """
     by_id = {r.id: r for r in rows}
-    out, stats, headline = [], [], None
+    out, stats, headline, metrics = [], [], None, {}
     for r in rows:
         src = by_id.get(r.source, r)
         sums = _summaries(workdir, src)
-        headline = headline or sums[0]["headline_metric"]
-        # name -> is a percentage; the headline first
-        metrics = {headline["name"]: headline["percent"], **headline.get("also", {})}
+        if headline is None:
+            headline = sums[0]["headline_metric"]
+            # name -> is a percentage; the headline first
+            metrics = {headline["name"]: headline["percent"], **headline.get("also", {})}
         wall = sum(s["wall_time_s"] for s in sums) / len(sums)
         if r.kind == "train":
             tests = [s["test"] for s in sums]
@@ -219,5 +220,4 @@ def _table(
             if name == headline["name"]:
                 stats.append((f"{r.group}: {r.title.strip()}", *tables.mean_std(shown)))
         out.append([r.group, r.title, n, *cells, f"{wall:.0f}"])
-    metrics = {headline["name"]: headline["percent"], **headline.get("also", {})} if headline else {}
     return out, stats, [f"{m} (%)" if p else m for m, p in metrics.items()]
