@@ -57,7 +57,14 @@ def _summary(wd, row, seed):
 def test_table_values_and_resume(tmp_path, monkeypatch):
     """Each cell is the mean ± std of the runs' own summaries; a second call trains nothing."""
     wd = tmp_path / "abl"
+    order = []
+    train_run, evaluate = ablation.mlcv.run, ablation._evaluate
+    monkeypatch.setattr(ablation.mlcv, "run", lambda c, out: (order.append(out.parent.name), train_run(c, out))[1])
+    monkeypatch.setattr(ablation, "_evaluate", lambda r, s, w: (order.append(f"{r.id} {s}"), evaluate(r, s, w))[1])
     table = ablation.run(_config(), ROWS, wd)
+    # Each evaluate row follows the run it reads at once (its checkpoint may go after that), not the last run.
+    assert order == ["base", "again 0", "base", "again 1", "few 1", "lr", "student"]
+    monkeypatch.undo()
     base = [_summary(wd, "base", s) for s in (0, 1)]
     accs = [100 * s["test"]["accuracy"] for s in base]
     assert table[0][:3] == ["baseline", "runlocal CNN", 2]

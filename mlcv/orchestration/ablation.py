@@ -14,8 +14,8 @@ read runs that exist already, so no model is trained twice:
 - ``evaluate``: another row's runs evaluated again on test with ``overrides``
   that change only inference (a detector's NMS threshold, its score
   threshold): the checkpoint each run chose, its config with the overrides,
-  the task rebuilt from it. The metrics go to ``<workdir>/<row id>/seed=<s>/
-  evaluation.json``, written once.
+  the task rebuilt from it, as soon as that run is complete. The metrics go
+  to ``<workdir>/<row id>/seed=<s>/evaluation.json``, written once.
 
 A value ``RunsOf(row, seeds)`` in a row's overrides becomes the tuple of
 that row's workdirs, so a distilled student can name its teachers. Rows run
@@ -124,15 +124,20 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
             run_config = sweep.apply(config, {**overrides, "seed": seed})
             # A finished run counts only if it ran this very config (the base may have changed since).
             workdirs.check_config(out, run_config)
-            runs.append((f"{r.id} seed {seed}", run_config, out))
-    for name, run_config, out in runs:
-        if sweep_table.status(out) != "complete":
-            print(f"ablation: {name}", file=sys.stderr, flush=True)
-            mlcv.run(run_config, out)
+            runs.append((r.id, seed, run_config, out))
+    # An evaluate row runs as soon as the run it reads is complete, so that run's checkpoint is needed only until
+    # then: an ablation too long for one sitting can go on elsewhere from its finished runs' JSON files.
+    evaluations: dict[tuple[str, int], list[Row]] = {}
     for r in rows:
         if r.kind == "evaluate":
             for seed in r.seeds:
-                _evaluate(r, seed, workdir)
+                evaluations.setdefault((r.source, seed), []).append(r)
+    for row_id, seed, run_config, out in runs:
+        if sweep_table.status(out) != "complete":
+            print(f"ablation: {row_id} seed {seed}", file=sys.stderr, flush=True)
+            mlcv.run(run_config, out)
+        for r in evaluations.get((row_id, seed), []):
+            _evaluate(r, seed, workdir)
     table, stats, metrics = _table(rows, workdir)
     if jax.process_index() == 0:
         header = ["group", "row", "runs", *(f"test {m}" for m in metrics), "wall time a run (s)"]
