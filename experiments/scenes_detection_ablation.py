@@ -36,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "focal_gamma": 2.0,
         "nms_threshold": 0.5,
     }
+    # Seed 1 without clipping: the gradient's norm (1-2 until then) jumped to 263 at step ~420 and the run
+    # never recovered (test AP 0); clipped at 5, the same seed trains.
+    config.optim.grad_clip_norm = 5.0
     config.update(tensorboard=False)
     config.checkpoint.keep = 1
     if args.runlocal:

@@ -37,8 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = defaults.detection_data(
         "digit_scenes_single", size=64, max_boxes=1, scale=(0.85, 1.15), pad=4, batch_size=32
     )
-    config.model = {"name": "cnn", "features": (32, 64, 128), "dense": 256}
-    config.detection = {"box_loss": "smooth_l1", "box_weight": 1.0}
+    config.model = {"name": "cnn", "features": (32, 64, 128, 128), "dense": 256}
+    config.detection = {"box_loss": "smooth_l1", "box_weight": 10.0}
     config.init_from = {"workdir": "", "step": None}
     if args.runlocal:  # a quick check of the whole flow: 64 training images, 6 steps
         config.data.train_split = "train[:64]"

@@ -183,3 +183,24 @@ def test_confusion_plot_of_many_classes_stays_small(tmp_path):
 
     plot_confusion(np.eye(1000), tmp_path / "c.png")
     assert max(Image.open(tmp_path / "c.png").size) <= 1200
+
+
+def test_logged_grad_norm_is_the_norm_that_clipping_sees(tmp_path):
+    """One SGD step with and without clipping to ``c``: the parameters differ by ``lr (|g| - c)``, so the
+    gradient's norm follows from optax's clipping and the two runs' parameters, not from the logging code."""
+    from experiments import digits_linear
+    from mlcv.training import runs
+
+    lr, c, params, logged = 0.5, 1e-3, {}, {}
+    for clip in (0.0, c):
+        config = digits_linear.get_config("runlocal")
+        config.optim.update(name="sgd", lr=lr, schedule="constant", weight_decay=0.0, grad_clip_norm=clip)
+        config.update(total_epochs=None, total_steps=1, eval_every_epochs=None, eval_every_steps=1)
+        config.update(log_every_steps=1, tensorboard=False)
+        train.run(config, tmp_path / str(clip))
+        logged[clip] = next(r for r in read_metrics(tmp_path / str(clip) / "metrics.jsonl") if "train/loss" in r)
+        params[clip] = runs.load_run(tmp_path / str(clip), 1).variables["params"]
+    diff = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), params[0.0], params[c])
+    step = float(np.sqrt(sum(np.sum(d**2) for d in jax.tree.leaves(diff))))
+    assert logged[0.0]["train/grad_norm"] == pytest.approx(step / lr + c, rel=1e-4)
+    assert logged[c]["train/grad_norm"] == pytest.approx(logged[0.0]["train/grad_norm"], rel=1e-6)  # before clipping

@@ -174,7 +174,8 @@ class StepBuilder:
             state = state.replace(
                 avg=averaging.update(self.averaging, state.avg, state.params, state.batch_stats, state.step, cycle_end)
             )
-        return state, {"loss": loss, **metrics}
+        # The gradient's global norm before any clipping: what a loss spike or a grad_clip_norm is judged by.
+        return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
     def predict(self, variables: Mapping[str, Any], batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """The task's evaluation predictions with ``variables`` (float32 outputs)."""
