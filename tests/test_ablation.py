@@ -91,6 +91,24 @@ def test_table_values_and_resume(tmp_path, monkeypatch):
     assert calls == []
 
 
+def test_train_and_evaluate_rows_resume_from_json_records_alone(tmp_path, monkeypatch):
+    """With every checkpoint, plot and lock removed (what docs/scenes_detection_ablation commits), the ablation
+    trains and evaluates nothing again and writes the same table."""
+    import shutil
+
+    rows = [Row("base", "g", "x", seeds=(0,)), Row("again", "g", "y", kind="evaluate", source="base", seeds=(0,))]
+    wd = tmp_path / "abl"
+    table = ablation.run(_config(), rows, wd)
+    kept = {"config.json", "metrics.jsonl", "summary.json", "evaluation.json"}
+    for path in sorted(wd.glob("*/seed=0/*"), reverse=True):
+        if path.name not in kept:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert {p.name for p in wd.glob("*/seed=0/*")} == kept
+    monkeypatch.setattr(ablation.mlcv, "run", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr(runs, "load_run", lambda *a: pytest.fail("read a checkpoint"))
+    assert ablation.run(_config(), rows, wd) == table
+
+
 @pytest.mark.parametrize(
     "rows,match",
     [
