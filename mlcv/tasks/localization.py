@@ -12,7 +12,9 @@ Fast R-CNN (``"smooth_l1"``). The box is parametrised as its centre and size div
 
 Batches carry the padded boxes of the data contract with one row (``pad_boxes(1)``): the first box and its
 label are the object. Config keys under ``config.detection``: ``box_loss`` ("smooth_l1"), ``box_weight``
-(lambda, 1.0). Fine-tuning a classification run's weights: ``config.init_from.workdir``
+(lambda, 1.0), ``box_beta`` (the smooth L1's ``beta``, 1.0 as Fast R-CNN's: on codes that are fractions of
+the image, errors stay under 1 and the loss is the L2's; a smaller beta keeps pulling a box a few pixels off,
+0 is plain L1). Fine-tuning a classification run's weights: ``config.init_from.workdir``
 (:mod:`mlcv.training.transfer`; the output layer, whose shape differs, starts fresh).
 """
 
@@ -59,6 +61,9 @@ class LocalizationTask(DetectionTask):
         if self.box_loss not in BOX_LOSSES:
             raise ConfigError(f"config.detection.box_loss={self.box_loss!r}; valid: {', '.join(BOX_LOSSES)}")
         self.box_weight = float(det.get("box_weight", 1.0))
+        self.box_beta = float(det.get("box_beta", 1.0))
+        if self.box_beta < 0:
+            raise ConfigError(f"config.detection.box_beta={self.box_beta}; it must be >= 0 (0: plain L1)")
         super().__init__(config, meta, runs)
         for key in ("pp_train", "pp_eval"):
             if "pad_boxes(1)" not in str(config.data.get(key)).replace(" ", ""):
@@ -73,7 +78,7 @@ class LocalizationTask(DetectionTask):
         labels = batch["box_labels"][:, 0].astype(jnp.int32)
         target = to_centre_size(batch["boxes"][:, 0].astype(jnp.float32), *batch["image"].shape[1:3])
         diff = code.astype(jnp.float32) - target
-        box = jnp.sum(optax.l2_loss(diff) if self.box_loss == "l2" else smooth_l1(diff), -1)
+        box = jnp.sum(optax.l2_loss(diff) if self.box_loss == "l2" else smooth_l1(diff, self.box_beta), -1)
         valid = batch["box_mask"][:, 0].astype(jnp.float32)  # an image without its object regresses nothing
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels) * valid
         return logits, code, ce, self.box_weight * box * valid, valid
