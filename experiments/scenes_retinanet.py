@@ -11,8 +11,9 @@ mlcv.models.retinanet: 5 residual stages, FPN P3-P5 (12x12, 6x6, 3x3 cells), sub
 64 channels; anchors 16, 32, 64 px x 2^(0, 1/3, 2/3) x ratios 0.5, 1, 2 (1,701 an image; 97 % of the digits
 have one at IoU >= 0.5); focal loss gamma 2, alpha 0.25; smooth L1 (beta 0.1); NMS 0.5.
 
-Reaches: test AP 54.0 ± 2.9 %, AP50 78.0 ± 3.7, AP75 64.3 ± 3.6 (seeds 0-2: AP 53.6 / 57.0 / 51.3; seed 1 resumed
-after a SIGTERM at step 1637); 11.7 min training alone (seed 2), 25 min shared; inference 12 ms an image.
+Reaches: test AP 58.5 ± 0.5 %, AP50 83.9 ± 0.6, AP75 70.2 ± 0.8 (seeds 0-2: AP 57.9 / 58.9 / 58.5), 9.7-10.5 min
+of training beside one other run on the 2-core CPU; inference 12 ms an image. These are the base row of
+docs/scenes_detection_ablation.md (the same config). Unclipped, seed 1 diverged at step ~420 (test AP 0).
 """
 
 from __future__ import annotations
