@@ -109,6 +109,31 @@ def test_train_and_evaluate_rows_resume_from_json_records_alone(tmp_path, monkey
     assert ablation.run(_config(), rows, wd) == table
 
 
+def test_a_stopped_ablation_leaves_the_table_of_its_complete_runs(tmp_path, monkeypatch):
+    """Stopped after its first run, the table holds that run alone; the rest are blank until resumed."""
+    rows = [Row("base", "g", "x", seeds=(0, 1)), Row("again", "g", "y", kind="evaluate", source="base", seeds=(0, 1))]
+    rows.append(Row("lr", "g", "z", overrides={"optim.lr": 0.01}, seeds=(0,)))
+    wd = tmp_path / "abl"
+    train_run, calls = ablation.mlcv.run, []
+
+    def stop_after_one(config, out):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(out)
+        return train_run(config, out)
+
+    monkeypatch.setattr(ablation.mlcv, "run", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        ablation.run(_config(), rows, wd)
+    acc = f"{100 * _summary(wd, 'base', 0)['test']['accuracy']:.2f}"
+    md = (wd / "ablation.md").read_text()
+    assert f"| g | x | 1 | {acc} |" in md and f"| g | y | 1 | {acc} |" in md  # one run: no ± (spread unknown)
+    assert "| g | z | 0 |  |  |" in md and "1 of 3 training runs" in md and "Not finished" in md
+    monkeypatch.undo()
+    table = ablation.run(_config(), rows, wd)
+    assert [row[2] for row in table] == [2, 2, 1] and "Not finished" not in (wd / "ablation.md").read_text()
+
+
 @pytest.mark.parametrize(
     "rows,match",
     [
@@ -138,7 +163,7 @@ def test_table_shows_the_metrics_a_task_reports_beside_its_headline(tmp_path):
     for seed, test in tests.items():
         out = ablation.run_dir(tmp_path, "base", seed)
         out.mkdir(parents=True)
-        summary = {"headline_metric": headline, "test": test, "wall_time_s": 10.0 + seed}
+        summary = {"headline_metric": headline, "validation": test, "test": test, "wall_time_s": 10.0 + seed}
         (out / "summary.json").write_text(json.dumps(summary))
         # The NMS row: the same runs evaluated again, AP75 measured this time.
         evaluation = {"test": {"ap": 0.4, "ap50": 0.7 + 0.1 * seed, "ap75": 0.2}, "wall_time_s": 2.0}

@@ -108,7 +108,8 @@ def run_dir(workdir: Path, row: str, seed: int) -> Path:
 
 
 def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | Path) -> list[list[Any]]:
-    """Runs every missing run of the ``train`` rows, then writes ``ablation.md`` / ``.csv`` / ``.png``.
+    """Runs every missing run of the ``train`` rows, then writes ``ablation.md`` / ``.csv`` / ``.png``; after each
+    run it trains it writes them too, from the runs complete so far (rows with none blank, the count in the note).
 
     Returns the table rows: group, title, runs, the headline metric on test (mean ± std), mean wall time.
     """
@@ -133,25 +134,39 @@ def run(config: ml_collections.ConfigDict, rows: Sequence[Row], workdir: str | P
             for seed in r.seeds:
                 evaluations.setdefault((r.source, seed), []).append(r)
     for row_id, seed, run_config, out in runs:
-        if sweep_table.status(out) != "complete":
+        trained = sweep_table.status(out) != "complete"
+        if trained:
             print(f"ablation: {row_id} seed {seed}", file=sys.stderr, flush=True)
             mlcv.run(run_config, out)
         for r in evaluations.get((row_id, seed), []):
             _evaluate(r, seed, workdir)
+        if trained:  # the table so far: a long ablation shows its progress, and what a stop leaves is readable
+            _write(rows, workdir)
+    return _write(rows, workdir)
+
+
+def _write(rows: Sequence[Row], workdir: Path) -> list[list[Any]]:
+    """Writes ``ablation.md`` / ``.csv`` / ``.png`` from the runs complete now; returns the table rows."""
     table, stats, metrics = _table(rows, workdir)
     if jax.process_index() == 0:
         header = ["group", "row", "runs", *(f"test {m}" for m in metrics), "wall time a run (s)"]
         md = tables.markdown_table(header, table, align="llr" + "r" * len(metrics) + "r")
-        compute = sum(s["wall_time_s"] for r in rows if r.kind == "train" for s in _summaries(workdir, r))
+        total = sum(len(r.seeds) for r in rows if r.kind == "train")
+        done = [s for r in rows if r.kind == "train" for s in _summaries(workdir, r, _complete(workdir, r))]
+        compute = sum(s["wall_time_s"] for s in done)
+        count = f"{total}" if len(done) == total else f"{len(done)} of {total}"
         note = (
-            f"\n\n{sum(len(r.seeds) for r in rows if r.kind == 'train')} training runs; the sum of their wall "
-            f"times is {compute:.0f} s. Mean ± sample std over the runs (or ensembles) of each row.\n"
+            f"\n\n{count} training runs; the sum of their wall times is {compute:.0f} s. Mean ± sample std over the "
+            "runs (or ensembles) of each row.\n"
         )
+        if len(done) < total:
+            note += "Not finished: a row's runs column counts its complete runs; rows with none are blank.\n"
         tables.write_text(workdir / "ablation.md", md + note)
         tables.write_text(
             workdir / "ablation.csv", tables.csv_text([dict(zip(header, row, strict=True)) for row in table], header)
         )
-        plots.plot_ablation(stats, workdir / "ablation.png", f"test {metrics[0]}, mean ± std")
+        if stats:
+            plots.plot_ablation(stats, workdir / "ablation.png", f"test {metrics[0]}, mean ± std")
     return table
 
 
@@ -177,8 +192,14 @@ def _resolve(value: Any, workdir: Path) -> Any:
     return value
 
 
-def _summaries(workdir: Path, row: Row) -> list[dict[str, Any]]:
-    return [json.loads((run_dir(workdir, row.id, s) / "summary.json").read_text()) for s in row.seeds]
+def _summaries(workdir: Path, row: Row, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    seeds = row.seeds if seeds is None else seeds
+    return [json.loads((run_dir(workdir, row.id, s) / "summary.json").read_text()) for s in seeds]
+
+
+def _complete(workdir: Path, row: Row) -> list[int]:
+    """The seeds of a train row whose runs are complete."""
+    return [s for s in row.seeds if sweep_table.status(run_dir(workdir, row.id, s)) == "complete"]
 
 
 def _table(
@@ -190,19 +211,30 @@ def _table(
     ``also``: AP50 and AP75 for a detector); an ensemble row shows the headline only.
     """
     by_id = {r.id: r for r in rows}
-    out, stats, headline, metrics = [], [], None, {}
+    complete = {r.id: _complete(workdir, r) for r in rows if r.kind == "train"}
+    first = next((_summaries(workdir, r, seeds[:1])[0] for r in rows if (seeds := complete.get(r.id))), None)
+    if first is None:
+        return [[r.group, r.title, 0, ""] for r in rows], [], []
+    headline = first["headline_metric"]
+    # name -> is a percentage; the headline first
+    metrics = {headline["name"]: headline["percent"], **headline.get("also", {})}
+    out, stats = [], []
     for r in rows:
         src = by_id.get(r.source, r)
-        sums = _summaries(workdir, src)
-        if headline is None:
-            headline = sums[0]["headline_metric"]
-            # name -> is a percentage; the headline first
-            metrics = {headline["name"]: headline["percent"], **headline.get("also", {})}
+        done = complete[src.id]
+        if r.kind == "evaluate":
+            done = [s for s in r.seeds if (run_dir(workdir, r.id, s) / "evaluation.json").is_file()]
+        elif r.kind != "train" and len(done) < len(src.seeds):
+            done = []  # a row of another row's runs waits for all of them
+        if not done:
+            out.append([r.group, r.title, 0, *([""] * len(metrics)), ""])
+            continue
+        sums = _summaries(workdir, src, complete[src.id])
         wall = sum(s["wall_time_s"] for s in sums) / len(sums)
         if r.kind == "train":
             tests = [s["test"] for s in sums]
         elif r.kind == "evaluate":
-            evals = [json.loads((run_dir(workdir, r.id, s) / "evaluation.json").read_text()) for s in r.seeds]
+            evals = [json.loads((run_dir(workdir, r.id, s) / "evaluation.json").read_text()) for s in done]
             tests = [e["test"] for e in evals]
             wall = sum(e["wall_time_s"] for e in evals) / len(evals)  # inference only: no training
         elif r.kind == "average":
