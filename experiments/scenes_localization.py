@@ -13,8 +13,10 @@ lambda = 1 times the smooth L1 of the box with beta 0.02 (1.3 px): Fast R-CNN's 
 fractions is the L2 loss, whose pull vanishes a few pixels from the box. Scored as a detector with one
 detection per image (COCO AP). 2000 steps of 32.
 
-Reaches (seed 0; seeds 1-2 running): test AP 27.8 %, AP50 73.2, AP75 12.7, 15.5 min of training beside one
-other run. On the way, seed 0: three stages, lambda 1, beta 1: AP 1.3 / AP50 6.3 at step 1000 (boxes off by
+Reaches: test AP 25.0 ± 2.4 %, AP50 66.6 ± 5.8, AP75 10.2 ± 2.6 (seeds 0-2: AP 27.8 / 23.4 / 23.8); 11.8 min of
+training mostly alone (seed 2), 15.5-15.8 beside one other run; inference 4.0 ms an image. Far below the dense
+detectors: one flattened feature vector must place the box to a pixel from 2,000 scenes (AP75 10 %).
+On the way, seed 0: three stages, lambda 1, beta 1: validation AP 1.3 / AP50 6.3 at step 1000 (boxes off by
 ~8 px); four stages, lambda 10, beta 1: AP 16.9 / 53.5 / 4.1 (seeds 1-2: 9.2 / 33.9 / 1.7, 15.1 / 50.0 / 4.7).
 """
 
