@@ -42,6 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "nms_threshold": 0.5,
         "max_detections": 100,
     }
+    # As RetinaNet's (experiments/scenes_retinanet.py), so that this is the ablation's two-stage row exactly.
+    config.optim.grad_clip_norm = 5.0
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps
         config.model = {"name": "_faster_rcnn_tiny"}
     return config
