@@ -13,9 +13,9 @@ at 25 % foreground (Fast R-CNN's 64: a scene holds 3.5 digits; 128 cost 1.4x the
 from the level of FPN's eq. 1 with canonical size 56 px; two FC layers of 256; box weights (10, 10, 5, 5);
 class-aware NMS 0.5. A training step of 16 scenes costs 2.5-3x RetinaNet's CPU time (P2 and RoIAlign).
 
-Reaches (seeds 0-1 so far, the two-stage row of docs/scenes_detection_ablation.md, the same config): test AP
-67.8 ± 0.4 %, AP50 94.2 ± 0.2, AP75 83.1 ± 0.3 (AP 68.1 / 67.5); 55 images/s training alone (3000 steps: 14.5
-min), 19.7 and 28.6 min measured, mostly beside another run; inference 21.5 ms an image (RetinaNet 5.4 ms in
+Reaches (seeds 0-2, the two-stage row of docs/scenes_detection_ablation.md, the same config): test AP
+67.9 ± 0.4 %, AP50 94.5 ± 0.5, AP75 83.4 ± 0.5 (AP 68.1 / 67.5 / 68.2); 55 images/s training alone (3000 steps: 14.5
+min), 19.7, 28.6 and 19.4 min measured, mostly beside another run; inference 21.5 ms an image (RetinaNet 5.4 ms in
 the same benchmark run).
 """
 
