@@ -3,6 +3,7 @@
 Run:
   python launch.py --config experiments/scenes_fast_rcnn.py --workdir runs/scenes_fast_rcnn
   python launch.py --config experiments/scenes_fast_rcnn.py:runlocal --workdir runs/scenes_fast_rcnn_local
+  python launch.py --config experiments/scenes_fast_rcnn.py:steps=1000 --workdir runs/scenes_fast_rcnn_1000
 Ablations (course §10.2): --config.detection.background_iou_low=0.1 (the paper's [0.1, 0.5) background),
 --config.detection.box_weight=0 (no box regression), --config.detection.rois_per_image=16.
 
@@ -31,9 +32,9 @@ PROPOSALS = 300
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The Fast R-CNN digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
-    args = parse_arg(arg, runlocal=False)
-    config = defaults.scenes_detector("fast_rcnn", runlocal=args.runlocal, proposals=PROPOSALS)
+    """The Fast R-CNN digit-scenes config; ``arg`` may hold ``runlocal`` (a few seconds) and ``steps`` (3000)."""
+    args = parse_arg(arg, runlocal=False, steps=3000)
+    config = defaults.scenes_detector("fast_rcnn", runlocal=args.runlocal, steps=args.steps, proposals=PROPOSALS)
     config.model = {"name": "fast_rcnn", "features": (32, 64, 128), "pool_size": 4, "hidden": (256, 256)}
     config.detection = {"rois_per_image": 64, "background_iou_low": 0.0, "nms_threshold": 0.5, "max_detections": 100}
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps

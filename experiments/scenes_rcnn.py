@@ -3,6 +3,7 @@
 Run:
   python launch.py --config experiments/scenes_rcnn.py --workdir runs/scenes_rcnn
   python launch.py --config experiments/scenes_rcnn.py:runlocal --workdir runs/scenes_rcnn_local
+  python launch.py --config experiments/scenes_rcnn.py:steps=1000 --workdir runs/scenes_rcnn_1000
 Ablations (course §10.2): --config.model.context_pixels=0 (the tight box warped, no context),
 --config.detection.box_weight=0 (no box regression), --config.detection.box_loss=l2 (R-CNN's squared error).
 
@@ -30,9 +31,9 @@ PROPOSALS = 300
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The R-CNN digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
-    args = parse_arg(arg, runlocal=False)
-    config = defaults.scenes_detector("rcnn", runlocal=args.runlocal, proposals=PROPOSALS)
+    """The R-CNN digit-scenes config; ``arg`` may hold ``runlocal`` (a few seconds) and ``steps`` (3000)."""
+    args = parse_arg(arg, runlocal=False, steps=3000)
+    config = defaults.scenes_detector("rcnn", runlocal=args.runlocal, steps=args.steps, proposals=PROPOSALS)
     config.model = {"name": "rcnn", "warp_size": 32, "features": (32, 64, 128), "hidden": (256, 256)}
     config.detection = {"rois_per_image": 64, "background_iou_low": 0.0, "nms_threshold": 0.5, "max_detections": 100}
     if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps

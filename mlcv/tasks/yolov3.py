@@ -25,7 +25,11 @@ Assignment, inside the jitted step (:func:`assign`): each gt box goes to the sin
 highest IoU of shapes (both on one centre; the first prior on ties), at the cell of its centre on that prior's
 scale. Collision: when two gt boxes land on one cell and prior, the first in the batch's box order keeps it and
 the other trains nothing (counted as ``train/collisions``; Darknet keeps the last one written). Its box still
-keeps overlapping predictions from being negatives (the ignore rule below).
+keeps overlapping predictions from being negatives (the ignore rule below). Departure, off by default:
+``assign_iou`` (a float) also gives each box every other prior whose shape IoU with it is above ``assign_iou``
+(YOLOv4's ``iou_thresh`` rule, 0.213 there), each at the cell of the box's centre on that prior's scale, so that
+an object trains several predictions instead of one; a box's best prior goes first, the extras after. ``1.0``
+adds none (no IoU is above 1), as ``None``.
 
 Loss, summed over an image's predictions and averaged over images (the paper's sums; weights ``box_weight``,
 ``object_weight``, ``class_weight``, all 1):
@@ -76,6 +80,7 @@ _DEFAULTS: dict[str, Any] = {
     "anchors": PAPER_PRIORS,
     "kmeans_seed": 0,
     "ignore_iou": 0.5,
+    "assign_iou": None,
     "box_loss": "bce",
     "box_weight": 1.0,
     "object_weight": 1.0,
@@ -121,38 +126,56 @@ def decode_boxes(box: jax.Array, priors: np.ndarray, lay: Mapping[str, np.ndarra
 
 
 def assign(
-    boxes: jax.Array, valid: jax.Array, priors: np.ndarray, lay: Mapping[str, np.ndarray], num_anchors: int
+    boxes: jax.Array,
+    valid: jax.Array,
+    priors: np.ndarray,
+    lay: Mapping[str, np.ndarray],
+    num_anchors: int,
+    extra_iou: float | None = None,
 ) -> dict[str, jax.Array]:
     """Which gt box each prediction learns: ``owner [B, N]`` (gt row, ``-1``: none), ``valid [B, M]`` (real,
-    non-empty boxes), ``collisions [B]`` (real boxes that lost their cell and prior to an earlier box).
+    non-empty boxes), ``collisions [B]`` (real boxes whose best prior, at their cell, went to an earlier box).
 
-    ``boxes [B, M, 4]``, ``valid [B, M]``, ``priors [3 A, 2]`` sorted, ``lay`` of :func:`layout`.
+    ``boxes [B, M, 4]``, ``valid [B, M]``, ``priors [3 A, 2]`` sorted, ``lay`` of :func:`layout`. ``extra_iou``:
+    when set, a box also goes to every other prior whose shape IoU with it is above ``extra_iou``, at the cell of
+    its centre on that prior's scale (after every box's best prior has been placed, so that an extra never takes
+    a best prior's place).
     """
     b, m = valid.shape
-    n = lay["cell"].shape[0]
+    n, p = lay["cell"].shape[0], len(priors)
     h, w = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
     ok = (valid > 0) & (h > 0) & (w > 0)
     ph, pw = priors[:, 0], priors[:, 1]
     inter = jnp.minimum(h[..., None], ph) * jnp.minimum(w[..., None], pw)
-    best = jnp.argmax(inter / (h[..., None] * w[..., None] + ph * pw - inter), axis=-1)  # [B, M], first on ties
-    scale = best // num_anchors
-    stride = jnp.asarray(lay["stride"][lay["offset"]])[scale]
-    grid = jnp.asarray(lay["grid"])[scale]  # [B, M, 2]
+    shape_iou = inter / (h[..., None] * w[..., None] + ph * pw - inter)  # [B, M, P]
+    best = jnp.argmax(shape_iou, axis=-1)  # [B, M], first on ties
     centre = jnp.stack([boxes[..., 0] + h / 2, boxes[..., 1] + w / 2], axis=-1)
-    cell = jnp.clip(jnp.floor(centre / stride[..., None]).astype(jnp.int32), 0, grid - 1)
-    flat = jnp.asarray(lay["offset"])[scale] + (cell[..., 0] * grid[..., 1] + cell[..., 1]) * num_anchors
-    flat = flat + best % num_anchors
-    # The first real box on a (cell, prior) wins; scattering only winners keeps the result order-free.
-    earlier = jnp.tril(jnp.ones((m, m), bool), -1)  # [i, j]: j < i
-    taken = ((flat[:, :, None] == flat[:, None, :]) & ok[:, None, :] & earlier[None]).any(-1)
-    winner = ok & ~taken
-    rows = jnp.broadcast_to(jnp.arange(b)[:, None], (b, m))
-    owner = (
-        jnp.full((b, n), -1, jnp.int32)
-        .at[rows, jnp.where(winner, flat, n)]
-        .set(jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (b, m)), mode="drop")
-    )
-    return {"owner": owner, "valid": ok, "collisions": jnp.sum(ok & taken, axis=1).astype(jnp.float32)}
+
+    def rows_of(prior: jax.Array) -> jax.Array:  # the prediction of each box at ``prior`` ([B, M] indices)
+        scale = prior // num_anchors
+        stride = jnp.asarray(lay["stride"][lay["offset"]])[scale]
+        grid = jnp.asarray(lay["grid"])[scale]  # [B, M, 2]
+        cell = jnp.clip(jnp.floor(centre / stride[..., None]).astype(jnp.int32), 0, grid - 1)
+        flat = jnp.asarray(lay["offset"])[scale] + (cell[..., 0] * grid[..., 1] + cell[..., 1]) * num_anchors
+        return flat + prior % num_anchors
+
+    # Candidate (box, prediction) pairs in priority order: every box's best prior, then the extras.
+    flat, live, gt = [rows_of(best)], [ok], [jnp.arange(m)]
+    if extra_iou is not None:
+        for q in range(p):
+            flat.append(rows_of(jnp.full_like(best, q)))
+            live.append(ok & (best != q) & (shape_iou[..., q] > extra_iou))
+            gt.append(jnp.arange(m))
+    flat, live = jnp.concatenate(flat, axis=1), jnp.concatenate(live, axis=1)  # [B, C]
+    gt = jnp.broadcast_to(jnp.concatenate(gt).astype(jnp.int32), flat.shape)
+    # The first live candidate on a (cell, prior) wins; scattering only winners keeps the result order-free.
+    c = flat.shape[1]
+    earlier = jnp.tril(jnp.ones((c, c), bool), -1)  # [i, j]: j < i
+    taken = ((flat[:, :, None] == flat[:, None, :]) & live[:, None, :] & earlier[None]).any(-1)
+    winner = live & ~taken
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], (b, c))
+    owner = jnp.full((b, n), -1, jnp.int32).at[rows, jnp.where(winner, flat, n)].set(gt, mode="drop")
+    return {"owner": owner, "valid": ok, "collisions": jnp.sum(ok & taken[:, :m], axis=1).astype(jnp.float32)}
 
 
 def targets(
@@ -240,6 +263,8 @@ class YOLOv3Task(DetectionTask):
             raise ConfigError(f"config.detection.box_loss must be 'bce' or 'sse', got {o['box_loss']!r}")
         if not 0 < o["ignore_iou"] <= 1:
             raise ConfigError(f"config.detection.ignore_iou must be in (0, 1], got {o['ignore_iou']}")
+        if o["assign_iou"] is not None and not 0 < o["assign_iou"] <= 1:
+            raise ConfigError(f"config.detection.assign_iou must be None or in (0, 1], got {o['assign_iou']}")
         self.priors, self.prior_iou = _priors(o["anchors"], train_boxes, int(o["kmeans_seed"]))
         if self.prior_iou is not None:
             shown = ", ".join(f"{h:.1f}x{w:.1f}" for h, w in self.priors)
@@ -262,7 +287,8 @@ class YOLOv3Task(DetectionTask):
         o, a = self.options, len(self.priors) // 3
         lay = self.layout(batch["image"].shape[1:3])
         boxes = batch["boxes"].astype(jnp.float32)
-        assigned = assign(boxes, batch["box_mask"], self.priors, lay, a)
+        extra = o["assign_iou"]
+        assigned = assign(boxes, batch["box_mask"], self.priors, lay, a, None if extra is None else float(extra))
         t = targets(boxes, batch["box_labels"].astype(jnp.int32), assigned["owner"], self.priors, lay, self.num_classes)
         pos = t["positive"]
         decoded = jax.lax.stop_gradient(decode_boxes(outputs["box"], self.priors, lay))

@@ -91,6 +91,29 @@ def test_assignment_by_hand():
     assert float(t["positive"].sum()) == 3 and float(t["classes"].sum()) == 3
 
 
+def test_extra_priors_above_assign_iou_by_hand():
+    lay = yt.layout((64, 64), STRIDES, 3)
+    # 5 x 7 boxes at (0, 0) and (1, 1): shape IoU 16/35 = 0.457 (P0), 28/39 (P1, the best), 20/47 (P2),
+    # 35/64 = 0.547 (P3), under 0.45 for the rest. The 16 x 16 box, centre (18, 28): P6 exactly; 0.5 with P4, P5
+    # and P7 (not above 0.5, above 0.45), at stride-16 cell (1, 1) (rows 207 + 1, 207 + 2) and stride-32 (0, 0).
+    boxes = jnp.array([[[0, 0, 5, 7], [1, 1, 6, 8], [10, 20, 26, 36], [0, 0, 0, 0]]], jnp.float32)
+    valid = jnp.array([[1, 1, 1, 0]], jnp.float32)
+    owners = {}
+    for extra in (None, 1.0, 0.5, 0.45):
+        a = jax.jit(lambda b, e=extra: yt.assign(b, valid, PRIORS, lay, 3, e))(boxes)
+        owner = np.asarray(a["owner"][0])
+        owners[extra] = {int(i): int(owner[i]) for i in np.flatnonzero(owner >= 0)}
+        # The second box loses its best prior (P1 at cell (0, 0)) to the first whatever the extras.
+        assert float(a["collisions"][0]) == 1
+    assert owners[None] == owners[1.0] == {1: 0, 240: 2}
+    # P3: stride 16, cell (0, 0), its prior 0 -> row 192; P0: row 0. The second box finds both taken.
+    assert owners[0.5] == {1: 0, 192: 0, 240: 2}
+    assert owners[0.45] == {0: 0, 1: 0, 192: 0, 240: 2, 208: 2, 209: 2, 241: 2}
+    # An extra never displaces a best prior: the second box alone keeps its P1, the first's extras go elsewhere.
+    a = yt.assign(boxes[:, [1, 0, 2, 3]], valid, PRIORS, lay, 3, 0.5)
+    assert int(a["owner"][0, 1]) == 0 and int(a["owner"][0, 192]) == 0
+
+
 def test_decoding_by_hand():
     lay = yt.layout((64, 64), STRIDES, 3)
     box = jnp.zeros((1, 252, 4)).at[0, 207].set([0.0, _logit(0.25), math.log(2), 0.0])
@@ -298,6 +321,8 @@ def test_config_errors_name_the_key():
         _task(box_loss="giou")
     with pytest.raises(ConfigError, match="config.detection.anchors"):
         _task(anchors=[[10, 10], [20, 20]])
+    with pytest.raises(ConfigError, match="config.detection.assign_iou"):
+        _task(assign_iou=1.5)
     config = scenes_yolov3.get_config("runlocal")
     config.detection = {**config.detection, "anchors": "kmeans"}
     with pytest.raises(ConfigError, match="config.detection.anchors = 'kmeans' needs"):
