@@ -90,6 +90,10 @@ def detection_data(
     return data(name, pp_train=pp_train, pp_eval=f"{keys}|pad_boxes({max_boxes})|normalize", **kwargs)
 
 
+#: Where the digit-scenes detectors keep their selective search results between runs (the op's ``cache_dir``).
+PROPOSAL_CACHE = "~/.cache/mlcv/selective_search"
+
+
 def scenes_detector(
     task: str, *, runlocal: bool = False, steps: int = 3000, max_boxes: int = 8, proposals: int = 0
 ) -> ConfigDict:
@@ -100,7 +104,9 @@ def scenes_detector(
     ``runlocal``: 32 / 20 / 20 images and 6 steps, a check of the whole flow in seconds (the caller picks a tiny
     model). ``max_boxes``: scenes hold at most 6 digits; 8 rows leave room and keep the batches dense.
     ``proposals``: when > 0, ``selective_search(proposals)`` right after the decoding op, on the stored image
-    before the ops that move boxes (R-CNN, Fast R-CNN).
+    before the ops that move boxes (R-CNN, Fast R-CNN), with its file cache in :data:`PROPOSAL_CACHE` (not for
+    ``runlocal``): the search costs ~140 ms an image, ~17 min a pass over the training split on this CPU, which
+    later seeds and the other proposal-based detector (same op arguments, same files) then skip.
     """
     config = training(
         total_epochs=None, total_steps=steps, eval_every_epochs=None, eval_every_steps=500, log_every_steps=100
@@ -112,9 +118,14 @@ def scenes_detector(
         "digit_scenes", size=96, max_boxes=max_boxes, scale=(0.8, 1.25), pad=8, batch_size=16, eval_batch_size=50
     )
     if proposals:
+        op = (
+            f"selective_search({proposals})"
+            if runlocal
+            else f"selective_search({proposals}, cache_dir={PROPOSAL_CACHE!r})"
+        )
         for key in ("pp_train", "pp_eval"):
             keep, rest = config.data[key].split("|", 1)
-            config.data[key] = f"{keep}|selective_search({proposals})|{rest}"
+            config.data[key] = f"{keep}|{op}|{rest}"
     if runlocal:
         config.data.update(train_split="train[:32]", validation_split="validation[:20]", test_split="test[:20]")
         config.update(total_steps=6, eval_every_steps=3, log_every_steps=3)
