@@ -14,8 +14,9 @@ the nearest prior; tests/tasks/test_yolov3.py recomputes them). Departure from t
 each box every prior of shape IoU > 0.5 too (YOLOv4's rule; 5.7 priors a training box instead of 1): with the
 paper's one prior, seed 0 reached test AP 13.3 % (AP50 29.3 %), the classes learnt from 3-4 predictions an image.
 
-Reaches (seed 0 so far): test AP 40.7 %, AP50 78.4 %, AP75 36.2 %, 12.6 min wall beside one other run; still far
-below RetinaNet's 58.5 % on this budget, validation AP still rising at the end (37.4, 40.1, 41.4 % at 2000-3000).
+Reaches: test AP 40.8 ± 0.9 %, AP50 78.8 ± 0.4 %, AP75 36.0 ± 1.6 % (seeds 0-2: AP 40.7 / 39.8 / 41.7), 10.3-11.4
+min of training (12.6-13.7 min wall) beside one other run; inference 8.3 ms an image (benchmarks/
+detection_inference.py). Far below RetinaNet's 58.5 % on this budget; validation AP still rising at step 3000.
 """
 
 from __future__ import annotations
