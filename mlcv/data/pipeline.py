@@ -149,6 +149,23 @@ def eval_batches(
         yield {**{k: np.zeros_like(v) for k, v in last.items()}}
 
 
+def split_boxes(source, *, pp: str, op_defaults: dict) -> np.ndarray:
+    """Every real box ``[N, 4]`` of ``source`` after ``pp`` (its ``boxes`` rows where ``box_mask`` is 1).
+
+    Record by record in this process, whatever the number of JAX processes, so that every process gets the same
+    boxes (k-means priors computed from them must agree). ``pp`` should be deterministic (an evaluation one).
+    """
+    op = ops_lib.parse(pp, op_defaults)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(len(source)):
+        ex = op(dict(source[i]), rng)
+        if "boxes" not in ex or "box_mask" not in ex:
+            raise KeyError(f"preprocessed example lacks boxes or box_mask; it has {sorted(ex)}")
+        out.append(np.asarray(ex["boxes"], np.float64)[np.asarray(ex["box_mask"]) > 0])
+    return np.concatenate(out) if out else np.zeros((0, 4))
+
+
 def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Pads every array to ``size`` rows with zeros and adds the ``mask``."""
     n = len(next(iter(batch.values())))

@@ -6,7 +6,8 @@ never names a dataset's storage, and the loop never names a task's metric:
 - ``input_keys`` and ``target_keys``: the batch keys the model and the losses read;
 - ``__init__(config, meta, runs)``: the model from ``config.model`` and the dataset's
   :class:`~mlcv.data.DatasetMeta` (its classes, its shapes), never from a forced class count;
-  ``runs`` are the finished runs named by :meth:`Task.required_runs` (a distillation's teachers);
+  ``runs`` are the finished runs named by :meth:`Task.required_runs` (a distillation's teachers), and
+  ``train_boxes`` the training split's boxes when :meth:`Task.needs_train_boxes` says so;
 - :meth:`Task.init_variables` and :meth:`Task.apply`: the forward pass;
 - :meth:`Task.losses`: the training loss as a dict of named scalar terms, summed;
 - :meth:`Task.predict`: the post-processing of the outputs that evaluators read, and
@@ -63,6 +64,16 @@ class Task(abc.ABC):
         """Workdirs of finished runs this task reads (the loop loads them and passes them as ``runs``)."""
         del config  # most tasks read none
         return ()
+
+    @classmethod
+    def needs_train_boxes(cls, config: ml_collections.ConfigDict) -> bool:
+        """Whether the task is built from the training split's boxes (``train_boxes=``: YOLO's k-means priors).
+
+        Tasks never read datasets; the training layer then reads the boxes (after the evaluation preprocessing,
+        the frame the network sees) and passes them to ``__init__`` as ``train_boxes``.
+        """
+        del config  # most tasks need none
+        return False
 
     @property
     def batch_keys(self) -> tuple[str, ...]:

@@ -5,8 +5,10 @@ stride-8 scale, the next on stride 16, the largest on stride 32. ``config.detect
 ``"kmeans"``: k-means with the distance ``1 - IoU`` over the training boxes' shapes
 (:func:`mlcv.ops.anchor_kmeans.kmeans_anchors`, seed ``kmeans_seed``), the paper's way. The tasks layer may
 not read datasets (tests/test_layers.py), so ``"kmeans"`` takes the boxes from whoever builds the task
-(``train_boxes=``); the training loop does not pass them yet, and there it is a ConfigError. Default: the
-paper's nine COCO priors (for 416 px inputs).
+(``train_boxes=``): :func:`mlcv.training.runs.build_task` passes every box of the training split after
+``config.data.pp_eval`` (the frame the network sees, without the training jitter), in training and when a
+finished run is read back, so both get the same priors; they are printed at the start. Default: the paper's
+nine COCO priors (for 416 px inputs).
 
 Box parametrisation (the paper's eqs., y-first as every mlcv box). A prediction at cell ``(c_y, c_x)`` of a scale
 of stride ``s``, with prior ``(p_h, p_w)`` and outputs ``(t_y, t_x, t_h, t_w)``, is the box::
@@ -232,8 +234,8 @@ def _priors(value: Any, train_boxes: Any, seed: int) -> tuple[np.ndarray, float 
             raise ConfigError(f"config.detection.anchors must be 'kmeans' or a list of (h, w), got {value!r}")
         if train_boxes is None:
             raise ConfigError(
-                "config.detection.anchors = 'kmeans' needs the training split's boxes, which the training loop "
-                "does not give tasks yet (mlcv.tasks may not read datasets); list the (h, w) priors instead, "
+                "config.detection.anchors = 'kmeans' needs the training split's boxes (train_boxes=, which "
+                "mlcv.training.runs.build_task gives); list the (h, w) priors instead, "
                 "e.g. from mlcv.ops.anchor_kmeans.kmeans_anchors"
             )
         boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in train_boxes])
@@ -242,7 +244,10 @@ def _priors(value: Any, train_boxes: Any, seed: int) -> tuple[np.ndarray, float 
             return kmeans_anchors(shapes, 9, seed=seed)
         except ValueError as e:
             raise ConfigError(f"config.detection.anchors = 'kmeans': {e}") from None
-    priors = np.asarray(value, np.float64)
+    try:
+        priors = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        priors = np.zeros(0)  # refused just below, naming the key
     if priors.ndim != 2 or priors.shape[1] != 2 or len(priors) % 3 or not (priors > 0).all():
         raise ConfigError(
             f"config.detection.anchors must be 3 A positive (h, w) pairs (A per scale), got {np.asarray(value)}"
@@ -271,6 +276,11 @@ class YOLOv3Task(DetectionTask):
             print(f"yolov3: k-means priors (h x w) {shown}; mean IoU {self.prior_iou:.3f}", file=sys.stderr)
         self.priors = self.priors.astype(np.float32)
         super().__init__(config, meta, runs)
+
+    @classmethod
+    def needs_train_boxes(cls, config: ml_collections.ConfigDict) -> bool:
+        """True for ``config.detection.anchors = "kmeans"``: the priors are fitted to the training boxes."""
+        return (config.get("detection") or {}).get("anchors") == "kmeans"
 
     def build_model(self) -> nn.Module:
         """``config.model`` (a YOLOv3) with ``num_classes`` from the dataset and ``A`` priors per cell."""

@@ -34,10 +34,26 @@ def dataset_split(config: ml_collections.ConfigDict, spec: data.DatasetSpec, rol
     return split
 
 
-def build_task(config: ml_collections.ConfigDict, meta: Any) -> tasks.Task:
-    """The task ``config.task`` names, given the finished runs it reads (:meth:`Task.required_runs`)."""
+def build_task(config: ml_collections.ConfigDict, meta: Any, train_source: Any = None) -> tasks.Task:
+    """The task ``config.task`` names, given the finished runs it reads (:meth:`Task.required_runs`) and, when it
+    asks (:meth:`Task.needs_train_boxes`), the boxes of the training split after ``config.data.pp_eval``.
+
+    ``train_source``: the training split's data source, opened from the config when needed and not given.
+    """
     cls = tasks.get(config.task)
-    return cls(config, meta, [load_run(w) for w in cls.required_runs(config)])
+    kwargs = {}
+    if cls.needs_train_boxes(config):
+        spec = data.get(config.data.name)
+        if train_source is None:
+            train_source = data.source(spec, dataset_split(config, spec, "train"), data_dir=config.data.get("data_dir"))
+        try:
+            boxes = pipeline.split_boxes(train_source, pp=config.data.pp_eval, op_defaults=spec.op_defaults)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(
+                f"config.task={config.task!r} needs the training boxes (config.data.pp_eval): {e}"
+            ) from None
+        kwargs["train_boxes"] = [boxes]
+    return cls(config, meta, [load_run(w) for w in cls.required_runs(config)], **kwargs)
 
 
 def evaluator_configs(config: ml_collections.ConfigDict, task: tasks.Task) -> dict[str, dict[str, Any]]:

@@ -122,7 +122,7 @@ class RunSetup:
             except ValueError as e:
                 raise ConfigError(f"config.data.{pp_key}: {e}") from None
         self.meta = data.meta(self.spec, self.sources["train"])
-        self.task = runs.build_task(config, self.meta)
+        self.task = runs.build_task(config, self.meta, self.sources["train"])
         self.init_from = transfer.load(config, runs.load_run)  # a bad config.init_from fails here, before any file
         check_model_fields(config.get("model"), getattr(self.task, "model", None))
         self.eval_configs = runs.evaluator_configs(config, self.task)

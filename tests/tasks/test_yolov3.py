@@ -18,6 +18,7 @@ from mlcv import data, models
 from mlcv.config import ConfigError
 from mlcv.ops.anchor_kmeans import kmeans_anchors
 from mlcv.tasks import yolov3 as yt
+from mlcv.training import runs
 
 # (h, w) by area; (4, 8) before (8, 4) on the tie. Scales: P0-P2 stride 8, P3-P5 stride 16, P6-P8 stride 32.
 PRIORS = np.array([[4, 4], [4, 8], [8, 4], [8, 8], [8, 16], [16, 8], [16, 16], [16, 32], [32, 32]], np.float32)
@@ -321,6 +322,8 @@ def test_config_errors_name_the_key():
         _task(box_loss="giou")
     with pytest.raises(ConfigError, match="config.detection.anchors"):
         _task(anchors=[[10, 10], [20, 20]])
+    with pytest.raises(ConfigError, match="config.detection.anchors"):
+        _task(anchors=tuple("kmeans"))  # what a command-line string makes of a tuple-valued key
     with pytest.raises(ConfigError, match="config.detection.assign_iou"):
         _task(assign_iou=1.5)
     config = scenes_yolov3.get_config("runlocal")
@@ -340,6 +343,21 @@ def test_kmeans_priors_from_given_boxes(capsys):
     np.testing.assert_allclose(task.priors, want, rtol=1e-6)
     assert task.prior_iou == iou
     assert f"mean IoU {iou:.3f}" in capsys.readouterr().err
+
+
+def test_kmeans_priors_from_the_training_split_after_pp_eval():
+    """build_task fits the priors to the training boxes in the frame pp_eval gives: here halved by resize(48)."""
+    config = scenes_yolov3.get_config("runlocal")
+    config.detection = {**config.detection, "anchors": "kmeans"}
+    config.data.pp_eval = "keep('image', 'boxes', 'box_labels')|resize(48)|pad_boxes(8)|normalize"
+    spec = data.get("digit_scenes")
+    task = runs.build_task(config, data.meta(spec))
+    src = data.source(spec, "train[:32]")
+    boxes = np.concatenate([np.asarray(src[i]["boxes"]) for i in range(len(src))])  # 96 px scenes
+    want, iou = kmeans_anchors((boxes[:, 2:] - boxes[:, :2]) / 2, 9, seed=0)
+    np.testing.assert_allclose(task.priors, want, rtol=1e-5)
+    assert task.prior_iou == pytest.approx(iou)
+    assert runs.build_task(config, data.meta(spec), src).priors.tobytes() == task.priors.tobytes()
 
 
 @pytest.mark.slow  # builds digit_scenes in the test session's data dir (about a minute)
