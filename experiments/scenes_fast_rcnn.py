@@ -32,8 +32,8 @@ PROPOSALS = 300
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The Fast R-CNN digit-scenes config; ``arg`` may hold ``runlocal`` (a few seconds) and ``steps`` (3000)."""
-    args = parse_arg(arg, runlocal=False, steps=3000)
+    """The Fast R-CNN digit-scenes config; ``arg`` may hold ``runlocal`` (a few seconds) and ``steps`` (1500)."""
+    args = parse_arg(arg, runlocal=False, steps=1500)
     config = defaults.scenes_detector("fast_rcnn", runlocal=args.runlocal, steps=args.steps, proposals=PROPOSALS)
     config.model = {"name": "fast_rcnn", "features": (32, 64, 128), "pool_size": 4, "hidden": (256, 256)}
     config.detection = {"rois_per_image": 64, "background_iou_low": 0.0, "nms_threshold": 0.5, "max_detections": 100}
