@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from mlcv.models.upsample import bilinear_conv_transpose, upsample_bilinear
-from mlcv.models.vgg import CONFIGS
+from mlcv.models.vgg import CONFIGS, conv_stages
 
 
 class SmallFCN(nn.Module):
@@ -145,19 +145,8 @@ class FCN(nn.Module):
                 f"FCN: input shape {tuple(x.shape)} has height {height} and width {width}; both must be divisible "
                 "by 32 (the stride of pool5)"
             )
-        pools = []
-        i = 0
-        for layer in self.config:
-            if layer == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-                pools.append(x)
-                continue
-            # Named as in VGG, so that a VGG's convolution parameters load as they are.
-            x = nn.Conv(int(layer), (3, 3), padding=((1, 1), (1, 1)), use_bias=not self.batch_norm, name=f"conv{i}")(x)
-            if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
-            x = nn.relu(x)
-            i += 1
+        # Named as in VGG, so that a VGG's convolution parameters load as they are.
+        _, pools = conv_stages(x, self.config, batch_norm=self.batch_norm, train=train)
         pad = self.fc_kernel // 2
         k = (self.fc_kernel, self.fc_kernel)
         y = nn.relu(nn.Conv(self.fc_features, k, padding=((pad, pad), (pad, pad)), name="fc6")(pools[4]))

@@ -22,6 +22,29 @@ CONFIGS: dict[str, tuple[int | str, ...]] = {
 }
 
 
+def conv_stages(
+    x: jax.Array, config: Sequence[int | str], *, batch_norm: bool, train: bool
+) -> tuple[jax.Array, list[jax.Array]]:
+    """VGG's convolutional part, to call inside a compact module: ``(output, [the output of every pooling])``.
+
+    Convolutions are named ``conv{i}`` (and ``bn{i}``) in the calling module, so that every network built on
+    it (VGG, FCN) shares the parameter names and a classifier's weights load into a segmenter as they are.
+    """
+    pools = []
+    i = 0
+    for layer in config:
+        if layer == "M":
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            pools.append(x)
+            continue
+        x = nn.Conv(int(layer), (3, 3), padding=((1, 1), (1, 1)), use_bias=not batch_norm, name=f"conv{i}")(x)
+        if batch_norm:
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
+        x = nn.relu(x)
+        i += 1
+    return x, pools
+
+
 class VGG(nn.Module):
     """A VGG network.
 
@@ -42,16 +65,7 @@ class VGG(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        i = 0
-        for layer in self.config:
-            if layer == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-                continue
-            x = nn.Conv(int(layer), (3, 3), padding=((1, 1), (1, 1)), use_bias=not self.batch_norm, name=f"conv{i}")(x)
-            if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x)
-            x = nn.relu(x)
-            i += 1
+        x, _ = conv_stages(x, self.config, batch_norm=self.batch_norm, train=train)
         x = x.reshape((x.shape[0], -1))
         for name in ("fc0", "fc1"):
             x = nn.relu(nn.Dense(self.hidden, name=name)(x))
