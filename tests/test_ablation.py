@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from experiments import digits_ablation, digits_cnn, scenes_detection_ablation
+from experiments import digits_ablation, digits_cnn, scenes_detection_ablation, scenes_segmentation
 from mlcv.config import ConfigError
 from mlcv.orchestration import ablation, cli
 from mlcv.orchestration.ablation import Row, RunsOf
@@ -179,7 +179,9 @@ def test_table_shows_the_metrics_a_task_reports_beside_its_headline(tmp_path):
     assert stats[0] == pytest.approx(("detector: RetinaNet", 55.0, 7.0710678))
 
 
-@pytest.mark.parametrize("module", [digits_ablation, scenes_detection_ablation], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [digits_ablation, scenes_detection_ablation, scenes_segmentation], ids=lambda m: m.__name__
+)
 def test_ablation_files_are_consistent(module):
     """The committed ablations' rows pass the checks against their base config (keys exist, sources resolve)."""
     for arg in (None, "runlocal"):

@@ -69,11 +69,20 @@ CASES: dict[str, tuple[str | None, ...]] = {
     "scenes_fast_rcnn": (None, "runlocal"),
     "scenes_faster_rcnn": (None, "runlocal"),
     "faster_rcnn_r50_fpn": (None, "runlocal", "dataset=coco", "dataset=voc", "dataset=coco,runlocal"),
+    "scenes_segmentation": (
+        None,
+        "runlocal",
+        "model=fcn16s",
+        "model=fcn8s",
+        "model=unet",
+        "model=deeplab",
+        "model=deeplab,runlocal",
+    ),
 }
 # Longer than MAX_LINES on purpose: an ablation's table is its rows; Viola-Jones documents a detector
 # whose every stage of training, mining and grouping has keys of its own.
 MAX_LINES = 60
-LONG_FILES = {"digits_ablation", "faces_viola_jones", "scenes_detection_ablation"}
+LONG_FILES = {"digits_ablation", "faces_viola_jones", "scenes_detection_ablation", "scenes_segmentation"}
 PAPER_RECIPES = ("cifar_resnet", "imagenet_resnet50", "retinanet_r50_fpn", "faster_rcnn_r50_fpn")
 
 
