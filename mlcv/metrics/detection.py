@@ -1,4 +1,5 @@
-"""Detection metrics: box IoU and GIoU, precision and recall by confidence, and COCO's average precision and recall.
+"""Detection metrics: box and mask IoU, box GIoU, precision and recall by confidence, and COCO's average precision
+and recall of boxes and of instance masks.
 
 Boxes follow the data contract (:mod:`mlcv.data.ops.boxes`): ``(ymin, xmin, ymax, xmax)`` in pixels, area
 ``(ymax - ymin) * (xmax - xmin)``, no ``+ 1``. A split is two equally long sequences of mappings, one an image:
@@ -8,15 +9,21 @@ Boxes follow the data contract (:mod:`mlcv.data.ops.boxes`): ``(ymin, xmin, ymax
   size range, COCO's ``area`` field; the box area when absent);
 - detections: ``"boxes"`` ``[K, 4]``, ``"scores"`` ``[K]``, ``"labels"`` ``[K]``.
 
-Either may be empty for an image. :func:`coco_evaluate` reproduces pycocotools' ``COCOeval`` (``iouType='bbox'``)
-number for number; where pycocotools loops in Python over images x classes x size ranges x detections, it
-matches all images and classes at once, one detection rank at a time (see :func:`_match`).
+For instance masks (``iou_type="segm"``) both sides carry ``"masks"`` instead of ``"boxes"``: ``[N, H, W]`` at the
+image's size (bool, or values where a pixel is in the mask when >= 0.5), or a :class:`PackedMasks`; ground truth
+and detections of one image must share ``H, W``. The IoU is then the masks' (:func:`mask_iou`) and an area is a
+pixel count (ground truth's ``"area"``, when given, still decides its size range, as COCO's field does).
+
+Either may be empty for an image. :func:`coco_evaluate` reproduces pycocotools' ``COCOeval`` (``iouType='bbox'``
+and ``'segm'``) number for number; where pycocotools loops in Python over images x classes x size ranges x
+detections, it matches all images and classes at once, one detection rank at a time (see :func:`_match`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +39,8 @@ STAT_NAMES = (
     *("ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"),
 )
 _EPS = np.spacing(1)  # pycocotools' guard in tp / (tp + fp + eps): precision 1 prints as 1 - 2e-16
+IOU_TYPES = ("bbox", "segm")
+IouType = Literal["bbox", "segm"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,18 +67,132 @@ def generalized_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(hull > 0, iou - (hull - union) / np.where(hull > 0, hull, 1.0), iou)
 
 
-def _flatten(items: Sequence[Mapping[str, np.ndarray]], keys: dict[str, tuple[type, tuple[int, ...]]]):
-    """The per-image arrays concatenated (a key only if every image has it), plus each row's ``"image"`` index."""
+def binarize(masks: np.ndarray) -> np.ndarray:
+    """Masks as bool: a bool array as it is, any other dtype (probabilities, 0/1 integers) as ``>= 0.5``."""
+    m = np.asarray(masks)
+    return m if m.dtype == bool else m >= 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedMasks:
+    """Binary masks ``[N, H, W]`` at one bit a pixel, eight times smaller than bool.
+
+    ``bits`` ``[N, ceil(H * W / 8)]`` uint8 is ``np.packbits`` of each mask's pixels in row-major order (bit order
+    "big", zeros after the last pixel), what ``jnp.packbits`` gives on a device too; ``shape`` is ``(H, W)``.
+    """
+
+    bits: np.ndarray
+    shape: tuple[int, int]
+
+    def __post_init__(self):
+        h, w = (int(v) for v in self.shape)
+        bits = np.asarray(self.bits)
+        if bits.dtype != np.uint8 or bits.ndim != 2 or bits.shape[1] != -(-h * w // 8):
+            raise ValueError(
+                f"PackedMasks of {h} x {w} masks need bits [N, {-(-h * w // 8)}] uint8, got {bits.shape} {bits.dtype}"
+            )
+        object.__setattr__(self, "bits", bits)
+        object.__setattr__(self, "shape", (h, w))
+
+    @classmethod
+    def pack(cls, masks: np.ndarray) -> PackedMasks:
+        """Packs ``[N, H, W]`` masks (bool, or a pixel in when >= 0.5)."""
+        m = binarize(masks)
+        if m.ndim != 3:
+            raise ValueError(f"masks must be [N, H, W], got shape {m.shape}")
+        return cls(np.packbits(m.reshape(len(m), m.shape[1] * m.shape[2]), axis=-1), m.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def unpack(self) -> np.ndarray:
+        """The masks, ``[N, H, W]`` bool."""
+        h, w = self.shape
+        return np.unpackbits(self.bits, axis=-1, count=h * w).astype(bool).reshape(-1, h, w)
+
+
+def _as_packed(masks: np.ndarray | PackedMasks) -> PackedMasks | None:
+    """A :class:`PackedMasks`, or None for an empty input whose image size is unknown (e.g. ``np.zeros(0)``)."""
+    if isinstance(masks, PackedMasks):
+        return masks
+    m = np.asarray(masks)
+    return None if m.size == 0 and m.ndim != 3 else PackedMasks.pack(m)
+
+
+def _words(packed: Sequence[PackedMasks | None]) -> np.ndarray:
+    """Every mask a row of uint64 words, zero-padded to one width: ``[N, W]`` (popcount works 64 pixels at a time)."""
+    n = sum(len(p) for p in packed if p is not None)
+    width = max((-(-p.bits.shape[1] // 8) for p in packed if p is not None), default=0)
+    out = np.zeros((n, 8 * width), np.uint8)
+    row = 0
+    for p in packed:
+        if p is not None:
+            out[row : row + len(p), : p.bits.shape[1]] = p.bits
+            row += len(p)
+    return out.view(np.uint64)
+
+
+def _popcount(words: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(words).sum(-1, dtype=np.int64)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """``[P]`` int64: pixels in both row ``ia[p]`` of ``a`` and row ``ib[p]`` of ``b`` (packed words), in chunks
+    of about 16 MB so that memory stays flat however many pairs there are."""
+    out = np.zeros(len(ia), np.int64)
+    step = max(1, (1 << 21) // max(a.shape[1], 1))
+    for s in range(0, len(ia), step):
+        out[s : s + step] = _popcount(a[ia[s : s + step]] & b[ib[s : s + step]])
+    return out
+
+
+def _mask_pair_iou(inter: np.ndarray, area_d: np.ndarray, area_g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU from pixel counts as pycocotools' ``rleIou``: ``i / u`` in float64, ``u`` the detection's own area
+    against a crowd region, 0 without intersection (so two empty masks have IoU 0)."""
+    union = np.where(crowd, area_d, area_d + area_g - inter)
+    return np.where(inter > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def mask_iou(a: np.ndarray | PackedMasks, b: np.ndarray | PackedMasks, crowd: np.ndarray | None = None) -> np.ndarray:
+    """IoU of every mask of ``a`` ``[N, H, W]`` with every mask of ``b`` ``[M, H, W]``: ``[N, M]`` float64.
+
+    pycocotools' ``maskUtils.iou(a, b, crowd)``: where ``crowd[m]`` is non-zero, intersection over the area of the
+    ``a`` mask instead of the union. Masks are bool, or a pixel in when >= 0.5, or :class:`PackedMasks`.
+
+    The intersections are popcounts (``np.bitwise_count``) of the AND of bit-packed masks, 64 pixels a word, for
+    only the pairs asked for (:func:`coco_evaluate` asks for those of one image and class), in integers, so exact.
+    A matrix product of unpacked float32 masks per image would read 32 times the bytes, unpack what the mask
+    evaluator keeps packed, and compute every pair of an image, classes apart: on 500 images x 100 detections x
+    8 objects of 96 x 96 pixels (2-core CPU) the popcounts take 0.2 s, the products 3 s.
+    """
+    pa, pb = PackedMasks.pack(a) if not isinstance(a, PackedMasks) else a, _as_packed(b)
+    if pb is None:
+        pb = PackedMasks(np.zeros((0, -(-pa.shape[0] * pa.shape[1] // 8)), np.uint8), pa.shape)
+    if pa.shape != pb.shape:
+        raise ValueError(f"mask_iou of {pa.shape[0]} x {pa.shape[1]} masks with {pb.shape[0]} x {pb.shape[1]} masks")
+    wa, wb = _words([pa]), _words([pb])
+    ia, ib = (g.ravel() for g in np.meshgrid(np.arange(len(pa)), np.arange(len(pb)), indexing="ij"))
+    crowd = np.zeros(len(pb), bool) if crowd is None else np.asarray(crowd).reshape(-1) != 0
+    iou = _mask_pair_iou(_intersections(wa, wb, ia, ib), _popcount(wa)[ia], _popcount(wb)[ib], crowd[ib])
+    return iou.reshape(len(pa), len(pb))
+
+
+def _flatten(items: Sequence[Mapping[str, np.ndarray]], keys: dict[str, tuple[type, tuple[int, ...]]], rows: str):
+    """The per-image arrays concatenated (a key only if every image has it), plus each row's ``"image"`` index;
+    ``rows`` (``"boxes"`` or ``"masks"``) counts each image's objects."""
     out = {}
     for key, (dtype, tail) in keys.items():
         if all(key in item for item in items):
             parts = [np.asarray(item[key], dtype).reshape(-1, *tail) for item in items]
             out[key] = np.concatenate(parts) if parts else np.zeros((0, *tail), dtype)
-    counts = [len(np.asarray(item["boxes"]).reshape(-1, 4)) for item in items]
+    if rows == "boxes":
+        counts = [len(np.asarray(item["boxes"]).reshape(-1, 4)) for item in items]
+    else:  # PackedMasks or None (see _as_packed)
+        counts = [0 if item["masks"] is None else len(item["masks"]) for item in items]
     out["image"] = np.repeat(np.arange(len(items)), counts)
     for key, value in out.items():
         if len(value) != len(out["image"]):
-            raise ValueError(f"'{key}' has {len(value)} rows in all, 'boxes' {len(out['image'])}: one per box")
+            raise ValueError(f"'{key}' has {len(value)} rows in all, '{rows}' {len(out['image'])}: one per object")
     return out
 
 
@@ -104,8 +227,16 @@ class _Matching:
     det_outside: np.ndarray  # [A, D] the detection's own area outside the size range
 
 
-def _match(gt, det, num_classes: int, thresholds: np.ndarray, ranges: np.ndarray, max_det: int) -> _Matching:
+PairIou = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _match(
+    gt, det, pair_iou: PairIou, num_classes: int, thresholds: np.ndarray, ranges: np.ndarray, max_det: int
+) -> _Matching:
     """COCO's greedy matching for every image, class, size range and IoU threshold at once.
+
+    ``pair_iou(d, g)`` is the IoU of detection rows ``d`` with ground-truth rows ``g`` (row-aligned), boxes' or
+    masks'; it is asked only for the pairs of one image and class among each image's top ``max_det``.
 
     Per image and class (COCOeval.evaluateImg), detections in decreasing score (ties in input order) each take the
     best still-free ground truth with IoU >= the threshold, a later one winning ties of IoU; a crowd region stays
@@ -123,9 +254,8 @@ def _match(gt, det, num_classes: int, thresholds: np.ndarray, ranges: np.ndarray
     starts = np.flatnonzero(first)
     rank = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
     order, group, rank = order[rank < max_det], group[rank < max_det], rank[rank < max_det]
-    boxes = det["boxes"][order]
     dets = {"image": det["image"][order], "labels": det["labels"][order], "scores": det["scores"][order]}
-    dets |= {"index": order, "rank": rank, "area": _areas(boxes)}
+    dets |= {"index": order, "rank": rank, "area": det["area"][order]}
 
     ggroup = gt["image"] * num_classes + gt["labels"]
     gorder = np.argsort(ggroup, kind="stable")  # within an image and class, input order decides IoU ties
@@ -133,7 +263,7 @@ def _match(gt, det, num_classes: int, thresholds: np.ndarray, ranges: np.ndarray
     count = np.searchsorted(ggroup[gorder], group, "right") - lo
     pair_det = np.repeat(np.arange(len(group)), count)
     pair_gt = gorder[np.arange(count.sum()) + np.repeat(lo - (np.cumsum(count) - count), count)]
-    iou = _pair_iou(boxes[pair_det], gt["boxes"][pair_gt], gt["crowd"][pair_gt])
+    iou = pair_iou(order[pair_det], pair_gt)
     # pycocotools caps a threshold at 1 - 1e-10 so that IoU 1 still matches at threshold 1.
     thresholds = np.minimum(thresholds, 1 - 1e-10)
     above = iou >= thresholds.min()
@@ -258,22 +388,52 @@ def _summarize(precision, recall, thresholds, area_names, max_dets) -> dict[str,
     return out | {f"ar_{size}": _mean_defined(r[:, :, area(size), -1]) for size in sizes}
 
 
-_GT_KEYS = {"boxes": (np.float64, (4,)), "labels": (np.int64, ()), "crowd": (bool, ()), "area": (np.float64, ())}
-_DET_KEYS = {"boxes": (np.float64, (4,)), "scores": (np.float64, ()), "labels": (np.int64, ())}
+_GT_KEYS = {"labels": (np.int64, ()), "crowd": (bool, ()), "area": (np.float64, ())}
+_DET_KEYS = {"scores": (np.float64, ()), "labels": (np.int64, ())}
+_BOX_KEY = {"boxes": (np.float64, (4,))}
 
 
-def _prepare(ground_truth, detections, num_classes):
-    """Flat arrays of the split, labels outside ``0..num_classes-1`` left out (pycocotools knows no such class)."""
+def _mask_words(ground_truth, detections) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides' packed masks as words (:func:`_words`), after checking that each image's sides agree on H, W."""
+    gts, dets = [g["masks"] for g in ground_truth], [d["masks"] for d in detections]
+    for i, (g, d) in enumerate(zip(gts, dets, strict=True)):
+        if g is not None and d is not None and len(g) and len(d) and g.shape != d.shape:
+            raise ValueError(f"image {i}: ground-truth masks are {g.shape}, detected masks {d.shape}: one image size")
+    return _words(gts), _words(dets)
+
+
+def _prepare(ground_truth, detections, num_classes, iou_type: IouType):
+    """Flat arrays of the split, labels outside ``0..num_classes-1`` left out (pycocotools knows no such class), and
+    the pairwise IoU that :func:`_match` asks for. Both sides get ``"area"``, the detections' always their own."""
     if len(ground_truth) != len(detections):
         raise ValueError(f"{len(ground_truth)} images of ground truth but {len(detections)} of detections")
-    gt = _flatten(ground_truth, _GT_KEYS)
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    rows, extra = ("boxes", _BOX_KEY) if iou_type == "bbox" else ("masks", {})
+    if iou_type == "segm":  # packed once: 1 bit a pixel from here on
+        ground_truth = [{**g, "masks": _as_packed(g["masks"])} for g in ground_truth]
+        detections = [{**d, "masks": _as_packed(d["masks"])} for d in detections]
+    gt, det = _flatten(ground_truth, _GT_KEYS | extra, rows), _flatten(detections, _DET_KEYS | extra, rows)
     gt.setdefault("crowd", np.zeros(len(gt["image"]), bool))
-    gt.setdefault("area", _areas(gt["boxes"]))  # optional keys missing for some image are defaulted for all
-    det = _flatten(detections, _DET_KEYS)
+    if iou_type == "bbox":
+        gt.setdefault("area", _areas(gt["boxes"]))  # optional keys missing for some image are defaulted for all
+        det["area"] = _areas(det["boxes"])
+    else:
+        gt["words"], det["words"] = _mask_words(ground_truth, detections)
+        gt["pixels"], det["area"] = _popcount(gt["words"]), _popcount(det["words"])
+        gt.setdefault("area", gt["pixels"].astype(np.float64))
     if num_classes is None:
         num_classes = int(max(gt["labels"].max(initial=-1), det["labels"].max(initial=-1))) + 1
     known = (gt["labels"] >= 0) & (gt["labels"] < num_classes)  # detections are filtered in _match
-    return {k: v[known] for k, v in gt.items()}, det, num_classes
+    gt = {k: v[known] for k, v in gt.items()}
+
+    def pair_iou(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+        if iou_type == "bbox":
+            return _pair_iou(det["boxes"][d], gt["boxes"][g], gt["crowd"][g])
+        inter = _intersections(det["words"], gt["words"], d, g)
+        return _mask_pair_iou(inter, det["area"][d], gt["pixels"][g], gt["crowd"][g])
+
+    return gt, det, num_classes, pair_iou
 
 
 def coco_evaluate(
@@ -285,15 +445,17 @@ def coco_evaluate(
     area_ranges: Mapping[str, tuple[float, float]] = AREA_RANGES,
     max_detections: Sequence[int] = MAX_DETECTIONS,
     recall_points: Sequence[float] = RECALL_POINTS,
+    iou_type: IouType = "bbox",
 ) -> CocoEvaluation:
-    """COCO's box AP and AR: pycocotools' ``COCOeval(iouType='bbox')`` ``evaluate``, ``accumulate``, ``summarize``.
+    """COCO's AP and AR: pycocotools' ``COCOeval`` ``evaluate``, ``accumulate``, ``summarize``, of boxes
+    (``iou_type="bbox"``) or of instance masks (``"segm"``: masks instead of boxes, see the module's docstring).
 
     Same definitions, to the last bit on the tests' data: per image and class, greedy matching as :func:`_match`;
     ground truth ignored when crowd or outside the size range (by its ``area``, bounds inclusive), detections
-    ignored when matched to ignored ground truth or unmatched with a box area outside the range; per class, the
-    top ``m`` detections of each image pooled in image order and stably sorted by score; precision ``tp / (tp + fp
-    + eps)`` made non-increasing from the right and read at the first detection whose recall ``tp / npig`` reaches
-    each recall point (0 past the last), recall the final ``tp / npig``.
+    ignored when matched to ignored ground truth or unmatched with an area (the box's, or the mask's pixel count)
+    outside the range; per class, the top ``m`` detections of each image pooled in image order and stably sorted by
+    score; precision ``tp / (tp + fp + eps)`` made non-increasing from the right and read at the first detection
+    whose recall ``tp / npig`` reaches each recall point (0 past the last), recall the final ``tp / npig``.
 
     Classes are ``0..num_classes-1`` (by default one past the largest label seen); boxes of other labels are
     dropped, as pycocotools drops categories absent from the ground truth file. Departures: ``stats`` holds NaN
@@ -301,7 +463,7 @@ def coco_evaluate(
     largest value (pycocotools reads 100 or the third); AP50 and AP75 find their threshold to 1e-12 (pycocotools:
     exactly, -1 when absent).
     """
-    gt, det, num_classes = _prepare(ground_truth, detections, num_classes)
+    gt, det, num_classes, pair_iou = _prepare(ground_truth, detections, num_classes, iou_type)
     thresholds = np.asarray(iou_thresholds, np.float64)
     points = np.asarray(recall_points, np.float64)
     if np.any(np.diff(points) < 0):
@@ -309,7 +471,7 @@ def coco_evaluate(
     names = tuple(area_ranges)
     ranges = np.array([area_ranges[n] for n in names], np.float64).reshape(-1, 2)
     max_dets = tuple(sorted(int(m) for m in max_detections))
-    mt = _match(gt, det, num_classes, thresholds, ranges, max_dets[-1])
+    mt = _match(gt, det, pair_iou, num_classes, thresholds, ranges, max_dets[-1])
     k, nt, na, nm, nr = num_classes, len(thresholds), len(names), len(max_dets), len(points)
     precision = -np.ones((nt, nr, k, na, nm))
     recall = -np.ones((nt, k, na, nm))
@@ -368,18 +530,20 @@ def precision_recall_at_thresholds(
     thresholds: Sequence[float] | None = None,
     num_classes: int | None = None,
     max_detections: int = 100,
+    iou_type: IouType = "bbox",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision and recall of the detections with score >= each confidence threshold, all classes pooled.
 
     Matching is COCO's (:func:`coco_evaluate`, one IoU threshold, all sizes, the top ``max_detections`` of each
-    image and class): greedy by score per image and class, crowd ground truth and the detections matched to it left
-    out. Returns ``(thresholds, precision, recall)``; thresholds default to the distinct scores, decreasing.
-    Precision is NaN where no detection passes, recall NaN without ground truth. Unlike the PR curve of AP,
-    precision is not made monotone: a threshold keeps exactly the detections at or above it.
+    image and class; box or mask IoU by ``iou_type``): greedy by score per image and class, crowd ground truth and
+    the detections matched to it left out. Returns ``(thresholds, precision, recall)``; thresholds default to the
+    distinct scores, decreasing. Precision is NaN where no detection passes, recall NaN without ground truth.
+    Unlike the PR curve of AP, precision is not made monotone: a threshold keeps exactly the detections at or
+    above it.
     """
-    gt, det, num_classes = _prepare(ground_truth, detections, num_classes)
+    gt, det, num_classes, pair_iou = _prepare(ground_truth, detections, num_classes, iou_type)
     ranges = np.array([AREA_RANGES["all"]])
-    mt = _match(gt, det, num_classes, np.array([iou_threshold], np.float64), ranges, max_detections)
+    mt = _match(gt, det, pair_iou, num_classes, np.array([iou_threshold], np.float64), ranges, max_detections)
     scores = mt.det["scores"]
     ignored = mt.det_outside[0].copy()
     positive = np.zeros(len(scores), bool)
