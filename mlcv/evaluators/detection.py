@@ -19,7 +19,7 @@ from mlcv.evaluators.base import Evaluator
 from mlcv.evaluators.classification import check_num_classes
 from mlcv.evaluators.plots import _save
 from mlcv.evaluators.registry import register
-from mlcv.metrics import detection
+from mlcv.metrics import detection, overlaps
 
 #: What the task's predictions hold per example (see :mod:`mlcv.tasks.detection`).
 OUTPUT_KEYS = ("det_boxes", "det_scores", "det_classes", "det_mask")
@@ -285,7 +285,7 @@ class DetectionEvaluator(Evaluator):
 
 
 def _packed(masks: jax.Array) -> jax.Array:
-    """``[..., H, W]`` masks -> ``[..., ceil(H * W / 8)]`` uint8, :class:`mlcv.metrics.detection.PackedMasks`' bits
+    """``[..., H, W]`` masks -> ``[..., ceil(H * W / 8)]`` uint8, :class:`mlcv.metrics.overlaps.PackedMasks`' bits
     (``jnp.packbits`` lays them out as ``np.packbits``); a pixel is in when >= 0.5, a bool mask as it is."""
     m = masks if masks.dtype == jnp.bool_ else masks >= 0.5
     return jnp.packbits(m.reshape(*m.shape[:-2], -1), axis=-1)
@@ -355,12 +355,12 @@ class MaskDetectionEvaluator(DetectionEvaluator):
     def _ground_truth(self, f: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         gt = super()._ground_truth(f, i)
         bits = f["masks"][i][f["box_mask"][i] > 0]
-        return gt | {"masks": detection.PackedMasks(bits, tuple(f["mask_size"]))}
+        return gt | {"masks": overlaps.PackedMasks(bits, tuple(f["mask_size"]))}
 
     def _detections(self, f: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
         det = super()._detections(f, i)
         bits = f["det_masks"][i][f["det_mask"][i] > 0]
-        return det | {"masks": detection.PackedMasks(bits, tuple(f["mask_size"]))}
+        return det | {"masks": overlaps.PackedMasks(bits, tuple(f["mask_size"]))}
 
     def _example(self, image: np.ndarray, gt: dict[str, Any], det: dict[str, Any]) -> dict[str, Any]:
         ex = super()._example(image, gt, det)

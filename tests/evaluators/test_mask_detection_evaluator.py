@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlcv import evaluators
-from mlcv.metrics import detection
+from mlcv.metrics import detection, overlaps
 from mlcv.training import runs
 from tests.metrics.test_detection_metrics import coco_reference
 from tests.metrics.test_mask_ap import SIZE, coco_segm_reference, random_mask_split
@@ -23,7 +23,7 @@ OUTPUT_KEYS = ("det_boxes", "det_scores", "det_classes", "det_mask", "det_masks"
 def bounding_boxes(masks: np.ndarray) -> np.ndarray:
     """``[N, 4]`` (y0, x0, y1, x1) around each mask (the box evaluator's input; zeros for an empty mask)."""
     out = np.zeros((len(masks), 4), np.float32)
-    for j, m in enumerate(detection.binarize(masks)):
+    for j, m in enumerate(overlaps.binarize(masks)):
         ys, xs = np.nonzero(m)
         if len(ys):
             out[j] = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
@@ -55,7 +55,7 @@ def padded_batches(gts, dets, rng):
             cols["box_labels"].append(pad(g["labels"].astype(np.int32), MAX_BOXES, lambda m: np.zeros(m, np.int32)))
             cols["box_crowd"].append(pad(g["crowd"], MAX_BOXES, lambda m: np.ones(m, np.float32)))
             cols["box_mask"].append((np.arange(MAX_BOXES) < n).astype(np.float32))
-            binary = pad(detection.binarize(d["masks"]), MAX_DETS, lambda m: garbage(m, *SIZE))
+            binary = pad(overlaps.binarize(d["masks"]), MAX_DETS, lambda m: garbage(m, *SIZE))
             prob = np.where(binary, rng.choice([0.5, 0.8, 1.0], binary.shape), rng.uniform(0, 0.49, binary.shape))
             cols["det_masks"].append(prob.astype(np.float32))
             cols["det_boxes"].append(pad(bounding_boxes(d["masks"]), MAX_DETS, lambda m: np.ones((m, 4), np.float32)))
@@ -143,7 +143,7 @@ def test_drawn_masks_survive_the_png():
     masks[0, :2], masks[1, 1:4, 1:3], masks[2, 4:] = True, True, True
     gt = {"boxes": np.zeros((3, 4)), "labels": np.arange(3) % 2, "crowd": np.zeros(3)}
     det = {"boxes": np.zeros((3, 4)), "scores": np.array([0.6, 0.9, 0.1]), "labels": np.array([0, 1, 1])}
-    packed = detection.PackedMasks.pack(masks)
+    packed = overlaps.PackedMasks.pack(masks)
     ex = ev._example(np.zeros((6, 5, 3)), gt | {"masks": packed}, det | {"masks": packed})
     gt_labels = evaluators.detection._unlabels_png(ex["gt_masks_png"])
     np.testing.assert_array_equal(gt_labels, np.argmax(masks * np.arange(1, 4)[:, None, None], 0) + masks.any(0))

@@ -11,7 +11,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mlcv.metrics import detection
+from mlcv.metrics import detection, overlaps
 
 
 def coco_reference(gts, dets, num_classes: int, **params) -> COCOeval:
@@ -117,11 +117,11 @@ def test_iou_and_giou_by_hand():
     a = np.array([[0, 0, 2, 2]], np.float32)
     b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [0, 4, 2, 6], [0, 0, 1, 1]], np.float32)
     # Overlap 1, union 4 + 4 - 1 = 7, hull 3 x 3 = 9; a copy; disjoint, hull 2 x 6 = 12, union 8; inside, 1 / 4.
-    np.testing.assert_allclose(detection.box_iou(a, b), [[1 / 7, 1, 0, 1 / 4]], rtol=1e-12)
+    np.testing.assert_allclose(overlaps.box_iou(a, b), [[1 / 7, 1, 0, 1 / 4]], rtol=1e-12)
     giou = [[1 / 7 - (9 - 7) / 9, 1, 0 - (12 - 8) / 12, 1 / 4]]
-    np.testing.assert_allclose(detection.generalized_box_iou(a, b), giou, rtol=1e-12)
+    np.testing.assert_allclose(overlaps.generalized_box_iou(a, b), giou, rtol=1e-12)
     # Only the extent along each axis matters: rows and columns swapped give the same numbers.
-    np.testing.assert_allclose(detection.box_iou(b[:, [1, 0, 3, 2]], a[:, [1, 0, 3, 2]]), detection.box_iou(b, a))
+    np.testing.assert_allclose(overlaps.box_iou(b[:, [1, 0, 3, 2]], a[:, [1, 0, 3, 2]]), overlaps.box_iou(b, a))
 
 
 def _one_image(gt_boxes, gt_labels, det_boxes, det_scores, det_labels, crowd=None):

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mlcv.metrics import detection
+from mlcv.metrics import detection, overlaps
 from tests.metrics.test_detection_metrics import assert_equal_to_pycocotools
 
 SIZE = (120, 112)  # room for masks of every COCO size range: up to 13440 pixels, large from 9216
@@ -31,14 +31,14 @@ def coco_segm_reference(gts, dets, num_classes: int, size=SIZE, **params) -> COC
     for i, (g, d) in enumerate(zip(gts, dets, strict=True)):
         images.append({"id": i + 1, "height": size[0], "width": size[1]})
         crowd = np.asarray(g.get("crowd", np.zeros(len(g["labels"]))))
-        for j, m in enumerate(detection.binarize(g["masks"])):
+        for j, m in enumerate(overlaps.binarize(g["masks"])):
             r = rle(m)
             area = float(g["area"][j]) if "area" in g else float(mask_utils.area(r))
             anns.append(
                 {"id": len(anns) + 1, "image_id": i + 1, "category_id": int(g["labels"][j]) + 1, "segmentation": r}
                 | {"area": area, "iscrowd": int(crowd[j] > 0)}
             )
-        for m, label, score in zip(detection.binarize(d["masks"]), d["labels"], d["scores"], strict=True):
+        for m, label, score in zip(overlaps.binarize(d["masks"]), d["labels"], d["scores"], strict=True):
             results.append(
                 {"image_id": i + 1, "category_id": int(label) + 1, "score": float(score), "segmentation": rle(m)}
             )
@@ -149,15 +149,15 @@ def test_mask_iou_by_hand():
     c = B.copy()
     c[3, 2] = False  # b less one pixel: 7 / 8
     empty = np.zeros((4, 4), bool)
-    iou = detection.mask_iou(np.stack([A, c, empty]), np.stack([B, B, empty]), crowd=[0, 1, 0])
+    iou = overlaps.mask_iou(np.stack([A, c, empty]), np.stack([B, B, empty]), crowd=[0, 1, 0])
     # Against the crowd copy of b: intersection over the first mask's own area (4 / 8 for a, 7 / 7 for c).
     np.testing.assert_allclose(iou, [[1 / 3, 4 / 8, 0], [7 / 8, 1, 0], [0, 0, 0]], rtol=0, atol=1e-15)
     # Probabilities: a pixel is in at 0.5.
-    np.testing.assert_allclose(detection.mask_iou((A * 0.5)[None], np.stack([A * 0.49, A])), [[0, 1]])
-    assert detection.mask_iou(np.zeros((0, 4, 4)), B[None]).shape == (0, 1)
-    assert detection.mask_iou(A[None], np.zeros((0, 4, 4))).shape == (1, 0)
+    np.testing.assert_allclose(overlaps.mask_iou((A * 0.5)[None], np.stack([A * 0.49, A])), [[0, 1]])
+    assert overlaps.mask_iou(np.zeros((0, 4, 4)), B[None]).shape == (0, 1)
+    assert overlaps.mask_iou(A[None], np.zeros((0, 4, 4))).shape == (1, 0)
     with pytest.raises(ValueError, match="4 x 4 masks with 4 x 5"):
-        detection.mask_iou(A[None], np.zeros((1, 4, 5)))
+        overlaps.mask_iou(A[None], np.zeros((1, 4, 5)))
 
 
 @pytest.mark.parametrize("size", [(4, 4), (13, 7), (33, 65)])  # whole, part and many uint64 words a mask
@@ -168,10 +168,10 @@ def test_mask_iou_equals_pycocotools(size):
     a[0] = False  # an empty mask
     crowd = rng.random(len(b)) < 0.5
     ref = mask_utils.iou([rle(m) for m in a], [rle(m) for m in b], crowd.astype(np.uint8).tolist())
-    np.testing.assert_array_equal(detection.mask_iou(a, b, crowd), ref)  # the same division: bit for bit
-    packed = detection.PackedMasks.pack(a)
+    np.testing.assert_array_equal(overlaps.mask_iou(a, b, crowd), ref)  # the same division: bit for bit
+    packed = overlaps.PackedMasks.pack(a)
     np.testing.assert_array_equal(packed.unpack(), a)
-    np.testing.assert_array_equal(detection.mask_iou(packed, detection.PackedMasks.pack(b), crowd), ref)
+    np.testing.assert_array_equal(overlaps.mask_iou(packed, overlaps.PackedMasks.pack(b), crowd), ref)
 
 
 def test_two_detections_ap_by_hand():
@@ -189,7 +189,7 @@ def test_two_detections_ap_by_hand():
     assert ours.stats["ar1"] == 0 and ours.stats["ar100"] == pytest.approx(0.8)  # at 1: only a, the miss
     assert_equal_to_pycocotools(ours, coco_segm_reference(gts, dets, 1, size=(4, 4)), atol=0)
     # The same with packed masks; the box evaluation of these inputs is refused (no boxes).
-    packed = [{**d, "masks": detection.PackedMasks.pack(d["masks"])} for d in dets]
+    packed = [{**d, "masks": overlaps.PackedMasks.pack(d["masks"])} for d in dets]
     np.testing.assert_equal(detection.coco_evaluate(gts, packed, iou_type="segm").stats, ours.stats)
     # An image without either: its masks may come without a size.
     gts_e, dets_e = [*gts, {"masks": np.zeros(0), "labels": []}], [*dets, {"masks": [], "scores": [], "labels": []}]
@@ -235,7 +235,7 @@ def test_equals_pycocotools_on_random_splits(seed):
     assert any(np.asarray(g["crowd"]).any() for g in gts)
     scores = np.concatenate([d["scores"] for d in dets])
     assert len(np.unique(scores)) < len(scores)
-    areas = np.concatenate([detection.binarize(g["masks"]).sum((1, 2)) for g in gts])
+    areas = np.concatenate([overlaps.binarize(g["masks"]).sum((1, 2)) for g in gts])
     assert (areas < 32**2).any() and ((areas >= 32**2) & (areas <= 96**2)).any() and (areas > 96**2).any()
     ours = detection.coco_evaluate(gts, dets, num_classes=num_classes, area_ranges=ranges, iou_type="segm")
     assert np.isnan(ours.per_class_ap()[-1]) and ours.per_class_ap()[-2] == 0
