@@ -68,6 +68,7 @@ CASES: dict[str, tuple[str | None, ...]] = {
     "scenes_rcnn": (None, "runlocal"),
     "scenes_fast_rcnn": (None, "runlocal"),
     "scenes_faster_rcnn": (None, "runlocal"),
+    "scenes_mask_rcnn": (None, "runlocal"),
     "faster_rcnn_r50_fpn": (None, "runlocal", "dataset=coco", "dataset=voc", "dataset=coco,runlocal"),
     "scenes_segmentation": (
         None,

@@ -25,6 +25,7 @@ from mlcv.models import (
     fcn,
     inception,
     linear,
+    mask_rcnn,
     mlp,
     mobilenet,
     rcnn,
@@ -75,6 +76,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "fast_rcnn": fast_rcnn.FastRCNN,
     "yolov3": yolov3.YOLOv3,
     "faster_rcnn": faster_rcnn.FasterRCNN,
+    "mask_rcnn": mask_rcnn.MaskRCNN,
     "_resnet_tiny": resnet.ResNetTiny,
     "_small_fcn_tiny": fcn.SmallFCNTiny,
     "_fcn_tiny": fcn.FCNTiny,
@@ -86,6 +88,7 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "_fast_rcnn_tiny": fast_rcnn.FastRCNNTiny,
     "_yolov3_tiny": yolov3.YOLOv3Tiny,
     "_faster_rcnn_tiny": faster_rcnn.FasterRCNNTiny,
+    "_mask_rcnn_tiny": mask_rcnn.MaskRCNNTiny,
 }
 
 

@@ -192,11 +192,13 @@ class FasterRCNN(nn.Module):
             "rpn_deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),
         }
 
-    def pool(self, pyramid: Sequence[jax.Array], rois: jax.Array) -> jax.Array:
-        """RoIAlign features ``[B, R, pool, pool, C]`` of RoIs ``[B, R, 4]`` (input pixels), each from its level."""
+    def pool(self, pyramid: Sequence[jax.Array], rois: jax.Array, size: int | None = None) -> jax.Array:
+        """RoIAlign features ``[B, R, S, S, C]`` of RoIs ``[B, R, 4]`` (input pixels), each from its level;
+        ``S`` is ``size`` (None: ``pool_size``; Mask R-CNN's mask head pools 14x14).
+        """
         top = self.max_level if self.roi_max_level is None else min(self.roi_max_level, self.max_level)
         level = fpn_level(rois, self.canonical_level, self.canonical_size, self.min_level, top)
-        size = (self.pool_size, self.pool_size)
+        size = (self.pool_size,) * 2 if size is None else (int(size),) * 2
         out = None
         for lvl, p in zip(self.levels[: top - self.min_level + 1], pyramid, strict=False):
             align = partial(roi_align, output_size=size, spatial_scale=1.0 / 2**lvl, sampling_ratio=self.sampling_ratio)

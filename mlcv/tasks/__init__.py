@@ -12,6 +12,7 @@ from mlcv.tasks.classification import ClassificationTask
 from mlcv.tasks.distillation import DistillationTask
 from mlcv.tasks.faster_rcnn import FasterRCNNTask
 from mlcv.tasks.localization import LocalizationTask
+from mlcv.tasks.mask_rcnn import MaskRCNNTask
 from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
 from mlcv.tasks.segmentation import SegmentationTask
@@ -24,6 +25,7 @@ _TASKS: dict[str, type[Task]] = {
     "faster_rcnn": FasterRCNNTask,
     "fast_rcnn": FastRCNNTask,
     "localization": LocalizationTask,
+    "mask_rcnn": MaskRCNNTask,
     "rcnn": RCNNTask,
     "retinanet": RetinaNetTask,
     "segmentation": SegmentationTask,

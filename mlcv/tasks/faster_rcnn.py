@@ -324,7 +324,13 @@ class FasterRCNNTask(DetectionTask):
             **{"roi_classes": t["classes"], "roi_targets": t["deltas"], "roi_sampled": t["sampled"]},
             **head,
         }
+        outputs |= self.extra_outputs(variables["params"], stage1["pyramid"], outputs, batch, train)
         return (outputs, updates) if mutable else outputs
+
+    def extra_outputs(self, params: Any, pyramid: Any, outputs: dict, batch: Mapping, train: bool) -> dict:
+        """A subclass's outputs from the ``pyramid`` and the two stages' ``outputs`` (Mask R-CNN's masks): none."""
+        del params, pyramid, outputs, batch, train
+        return {}
 
     def _terms(self, outputs: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Per-image loss sums ``[B]`` and the sampled counts they divide by."""

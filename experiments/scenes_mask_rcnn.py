@@ -1,0 +1,38 @@
+"""Mask R-CNN on the digit scenes: Faster R-CNN with FPN plus a mask head, instance segmentation (course §11.4).
+
+Run:
+  python launch.py --config experiments/scenes_mask_rcnn.py --workdir runs/scenes_mask_rcnn
+  python launch.py --config experiments/scenes_mask_rcnn.py:runlocal --workdir runs/scenes_mask_rcnn_local
+
+experiments/scenes_faster_rcnn.py (the same backbone, FPN P2-P5, RPN, box head, schedule and data of
+defaults.scenes_detector) with the mask branch of mlcv.models.mask_rcnn: RoIAlign 14x14 from each box's FPN level,
+four 3x3 convolutions of 64 channels (the pyramid's width, as the paper's 256 is its pyramid's), a 2x2 stride-2
+transposed convolution to 28x28 and one sigmoid mask per class. The pipeline keeps the instance masks, which move
+with the boxes through the scale jitter and the shifted crops and are padded with them (pad_boxes). Mask loss on
+the foreground RoIs (at most 16 an image), weight 1; the checkpoint is chosen on validation mask AP; box AP (ap)
+and mask AP (mask_ap, mask_ap50, ...) are both reported.
+
+Reaches: not measured yet.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments import scenes_faster_rcnn
+from mlcv.config import parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The Mask R-CNN digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
+    args = parse_arg(arg, runlocal=False)
+    config = scenes_faster_rcnn.get_config(arg)  # its backbone, RPN, box head, data and schedule
+    config.task = "mask_rcnn"
+    for key in ("pp_train", "pp_eval"):  # the detectors' keep(...) drops the masks
+        config.data[key] = config.data[key].replace("'box_labels')", "'box_labels', 'masks')", 1)
+    config.early_stopping.metric = "mask_ap"
+    config.model.update(name="mask_rcnn", mask_features=64)
+    config.detection.mask_weight = 1.0
+    if args.runlocal:  # a quick check of the whole flow: 32 training images, 6 steps
+        config.model = {"name": "_mask_rcnn_tiny"}
+    return config
