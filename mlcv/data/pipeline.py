@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from mlcv.config import ConfigError
 from mlcv.data import ops as ops_lib
 
 # Grain's default read-ahead (16 threads, 500 records) spends most of its time
@@ -24,22 +25,56 @@ from mlcv.data import ops as ops_lib
 READ_OPTIONS = gp.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
+#: What :func:`check_labels` checks: the dataset's name, and per key ``(number of classes, ignore label or None)``.
+LabelChecks = tuple[str, dict[str, tuple[int, int | None]]]
+
+
 class Preprocess(gp.RandomMapTransform):
     """Applies an op string; keeps only the string so it pickles to workers."""
 
-    def __init__(self, spec: str, defaults: dict[str, dict[str, Any]], keys: tuple[str, ...]):
+    def __init__(
+        self, spec: str, defaults: dict[str, dict[str, Any]], keys: tuple[str, ...], checks: LabelChecks | None = None
+    ):
         self.spec = spec
         self.defaults = defaults
         self.keys = keys
+        self.checks = checks
         self._op = None
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         if self._op is None:
             self._op = ops_lib.parse(self.spec, self.defaults)
-        return _select(self._op(dict(element), rng), self.keys)
+        return check_labels(_select(self._op(dict(element), rng), self.keys), self.checks)
 
     def __getstate__(self):
-        return {"spec": self.spec, "defaults": self.defaults, "keys": self.keys, "_op": None}
+        return {"spec": self.spec, "defaults": self.defaults, "keys": self.keys, "checks": self.checks, "_op": None}
+
+
+def check_labels(example: dict[str, Any], checks: LabelChecks | None) -> dict[str, Any]:
+    """``example`` as it is if every label of the checked keys lies in ``0..C-1`` or is the ignore label.
+
+    On the host, before batching: on the device an out-of-range class id would pass silently (a one-hot of
+    zeros in the loss, a count in another class's cell of a bincount confusion matrix). Raises ConfigError
+    naming the dataset, the key and the labels.
+    """
+    if not checks:
+        return example
+    name, keys = checks
+    for key, (num_classes, ignore) in keys.items():
+        if key not in example:
+            continue
+        labels = np.asarray(example[key])
+        bad = (labels < 0) | (labels >= num_classes)
+        if ignore is not None:
+            bad &= labels != ignore
+        if bad.any():
+            values = sorted({int(v) for v in labels[bad]})[:5]
+            allowed = f"0..{num_classes - 1}" + ("" if ignore is None else f" or the ignore label {ignore}")
+            raise ConfigError(
+                f"dataset {name!r} (config.data.name): {key} holds label(s) {values} outside {allowed}; fix the "
+                "data or its declared classes, or set the task's ignore_label"
+            )
+    return example
 
 
 def _select(example: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -98,24 +133,44 @@ class GlobalBatchSampler:
 
 
 def train_loader(
-    source, *, batch_size: int, pp: str, op_defaults: dict, keys: tuple[str, ...], seed: int, worker_count: int = 0
+    source,
+    *,
+    batch_size: int,
+    pp: str,
+    op_defaults: dict,
+    keys: tuple[str, ...],
+    seed: int,
+    worker_count: int = 0,
+    checks: LabelChecks | None = None,
 ) -> gp.DataLoader:
-    """An endless shuffled loader of this process's share of global batches of ``batch_size``."""
+    """An endless shuffled loader of this process's share of global batches of ``batch_size``; every example's
+    labels pass :func:`check_labels` with ``checks``."""
     _allow_workers(worker_count)
     return gp.DataLoader(
         data_source=source,
         sampler=GlobalBatchSampler(len(source), batch_size, seed),
         shard_options=gp.ShardByJaxProcess(drop_remainder=True),
-        operations=[Preprocess(pp, op_defaults, keys), gp.Batch(per_process_batch(batch_size), drop_remainder=True)],
+        operations=[
+            Preprocess(pp, op_defaults, keys, checks),
+            gp.Batch(per_process_batch(batch_size), drop_remainder=True),
+        ],
         worker_count=worker_count,
         read_options=READ_OPTIONS,
     )
 
 
 def eval_batches(
-    source, *, batch_size: int, pp: str, op_defaults: dict, keys: tuple[str, ...], worker_count: int = 0
+    source,
+    *,
+    batch_size: int,
+    pp: str,
+    op_defaults: dict,
+    keys: tuple[str, ...],
+    worker_count: int = 0,
+    checks: LabelChecks | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Yields every example of ``source`` once, in batches padded to ``batch_size``.
+    """Yields every example of ``source`` once, in batches padded to ``batch_size`` (labels checked as
+    :func:`train_loader`'s).
 
     Each batch carries ``mask`` (1 for real examples, 0 for padding).
     """
@@ -131,7 +186,7 @@ def eval_batches(
     loader = gp.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[Preprocess(pp, op_defaults, keys), gp.Batch(local, drop_remainder=False)],
+        operations=[Preprocess(pp, op_defaults, keys, checks), gp.Batch(local, drop_remainder=False)],
         worker_count=worker_count,
         read_options=READ_OPTIONS,
     )
@@ -174,9 +229,11 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def example_batch(source, *, size: int, pp: str, op_defaults: dict, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def example_batch(
+    source, *, size: int, pp: str, op_defaults: dict, keys: tuple[str, ...], checks: LabelChecks | None = None
+) -> dict[str, np.ndarray]:
     """A batch of ``size`` preprocessed records, for shapes (init, compilation)."""
     op = ops_lib.parse(pp, op_defaults)
     rng = np.random.default_rng(0)
-    examples = [_select(op(dict(source[i % len(source)]), rng), keys) for i in range(size)]
+    examples = [check_labels(_select(op(dict(source[i % len(source)]), rng), keys), checks) for i in range(size)]
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}

@@ -80,6 +80,11 @@ class Task(abc.ABC):
         """Every key a batch must carry for this task."""
         return tuple(dict.fromkeys(self.input_keys + self.target_keys))
 
+    def range_checks(self) -> dict[str, tuple[int, int | None]]:
+        """Per batch key of class ids, ``(number of classes, ignore label or None)``: the data pipeline raises a
+        ConfigError naming the dataset for any other value, on the host (on the device it would pass silently)."""
+        return {}
+
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
         """The model that ``self.config.model`` describes, sized from ``self.meta``."""

@@ -8,6 +8,11 @@ Batches are ``{'image': [B, H, W, C], 'segmentation': [B, H, W] class ids}``; th
 - ``exclude_from_mean`` (default ``()``): classes left out of the mIoU's mean (e.g. background 0), kept
   in the pixel accuracy and the per-class extras.
 
+Bad input: a label that is neither a class ``0..C-1`` nor the ignore label stops the run with a ConfigError naming
+the dataset, the key and the labels (:meth:`SegmentationTask.range_checks`, checked on the host by the data
+pipeline; on the device it would pass silently). Masks whose size differs from the image fail in the geometric ops
+or in batching, naming the shapes.
+
 Departures from the course's plain recipe, and why:
 
 - logits coarser than the labels are upsampled bilinearly (:func:`jax.image.resize`) before the loss and
@@ -94,6 +99,10 @@ class SegmentationTask(Task):
             raise ConfigError(f"dataset {config.data.name!r} (config.data.name) declares no segmentation classes")
         self.class_names = tuple(feature.class_names or ())
         super().__init__(config, meta, runs)
+
+    def range_checks(self) -> dict[str, tuple[int, int | None]]:
+        """Every pixel's label is a class ``0..C-1`` or the ignore label: others stop the run with the dataset named."""
+        return {"segmentation": (self.num_classes, self.ignore_label)}
 
     def build_model(self) -> nn.Module:
         """``config.model`` with as many outputs per pixel as the label maps have classes."""

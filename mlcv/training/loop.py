@@ -84,7 +84,8 @@ class _Trainer:
         self.is_main = jax.process_index() == 0
         self.mesh = sharding.data_mesh()
         dc = config.data
-        self._pp = {"op_defaults": setup.spec.op_defaults, "keys": setup.task.batch_keys}
+        checks = (dc.name, setup.task.range_checks())
+        self._pp = {"op_defaults": setup.spec.op_defaults, "keys": setup.task.batch_keys, "checks": checks}
         self.train_iter = iter(
             pipeline.train_loader(
                 setup.sources["train"],

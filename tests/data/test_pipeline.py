@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from mlcv import data
+from mlcv.config import ConfigError
 from mlcv.data import pipeline
 
 KEYS = ("image", "label")
@@ -185,3 +186,27 @@ def test_example_batch(src, spec):
     b = pipeline.example_batch(src, size=3, pp=PLAIN, op_defaults=spec.op_defaults, keys=KEYS)
     assert b["image"].shape == (3, 8, 8, 1)
     np.testing.assert_array_equal(b["label"], [src[i]["label"] for i in range(3)])
+
+
+def test_labels_outside_the_classes_stop_the_pipeline_naming_the_dataset():
+    """Class ids 0..10 and the ignore label 255 pass; 11 or -1 (a label map of another dataset) raise a ConfigError
+    naming the dataset, the key and the labels, from the training loader and the evaluation batches alike."""
+    ok = np.zeros((4, 4), np.int16)
+    ok[0, :2] = (10, 255)
+    bad = ok.copy()
+    bad[1, 1], bad[2, 2] = 11, -1
+    checks = ("toy_scenes", {"segmentation": (11, 255)})
+    source = [{"segmentation": ok}, {"segmentation": ok}, {"segmentation": bad}]
+    keys = ("segmentation",)
+    clean = list(pipeline.eval_batches(source[:2], batch_size=2, pp="", op_defaults={}, keys=keys, checks=checks))
+    assert clean[0]["segmentation"].shape == (2, 4, 4)
+    with pytest.raises(
+        ConfigError, match=r"dataset 'toy_scenes'.*segmentation holds label\(s\) \[-1, 11\] outside 0..10"
+    ):
+        list(pipeline.eval_batches(source, batch_size=2, pp="", op_defaults={}, keys=keys, checks=checks))
+    # Without an ignore label, 255 is out of range too.
+    with pytest.raises(ConfigError, match=r"\[255\] outside 0..10;"):
+        pipeline.check_labels({"segmentation": ok}, ("toy_scenes", {"segmentation": (11, None)}))
+    loader = pipeline.train_loader(source, batch_size=3, pp="", op_defaults={}, keys=keys, seed=0, checks=checks)
+    with pytest.raises(Exception, match="toy_scenes"):  # grain may wrap the ConfigError; the CLI unwraps it
+        next(iter(loader))

@@ -127,3 +127,9 @@ def test_runlocal_through_the_unchanged_loop(tmp_path):
     )
     for plot in ("iou_test.png", "confusion_test.png", "miou.png"):
         assert (tmp_path / "plots" / plot).is_file()
+
+
+def test_range_checks_name_the_classes_and_the_ignore_label():
+    """The task asks the pipeline to check every label map against its classes and ignore label (the bodies' 11)."""
+    assert _task().range_checks() == {"segmentation": (11, 255)}
+    assert _task(None).range_checks() == {"segmentation": (11, None)}
