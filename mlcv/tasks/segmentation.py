@@ -10,8 +10,9 @@ Batches are ``{'image': [B, H, W, C], 'segmentation': [B, H, W] class ids}``; th
 
 Bad input: a label that is neither a class ``0..C-1`` nor the ignore label stops the run with a ConfigError naming
 the dataset, the key and the labels (:meth:`SegmentationTask.range_checks`, checked on the host by the data
-pipeline; on the device it would pass silently). Masks whose size differs from the image fail in the geometric ops
-or in batching, naming the shapes.
+pipeline; on the device it would pass silently). A label map whose size differs from its image stops the run when the
+step is traced, with a ConfigError naming the dataset and both shapes (the logits would otherwise be resized to
+the labels silently).
 
 Departures from the course's plain recipe, and why:
 
@@ -108,9 +109,19 @@ class SegmentationTask(Task):
         """``config.model`` with as many outputs per pixel as the label maps have classes."""
         return models.from_config(self.config.model, num_classes=self.num_classes)
 
+    def _check_sizes(self, batch: Mapping[str, jax.Array]) -> None:
+        """Label maps at the images' size (a static check, at tracing; a batch without images is not checked)."""
+        image, labels = getattr(batch.get("image"), "shape", None), batch["segmentation"].shape
+        if image is not None and tuple(image[1:3]) != tuple(labels[1:3]):
+            raise ConfigError(
+                f"dataset {self.config.data.name!r} (config.data.name): segmentation maps {tuple(labels)} do not "
+                f"match the images {tuple(image)} in height and width"
+            )
+
     def losses(self, outputs: jax.Array, batch: Mapping[str, jax.Array], context: StepContext) -> dict[str, jax.Array]:
         """``softmax_xent``: the cross-entropy averaged over the batch's labelled pixels."""
         del context  # the plain task needs nothing else
+        self._check_sizes(batch)
         ce, valid, _ = pixel_losses(outputs, batch["segmentation"], self.ignore_label)
         return {"softmax_xent": jnp.sum(ce) / jnp.maximum(jnp.sum(valid), 1.0)}
 
@@ -123,6 +134,7 @@ class SegmentationTask(Task):
 
     def predict(self, outputs: jax.Array, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """Logits at the labels' resolution and each image's mean cross-entropy over its labelled pixels."""
+        self._check_sizes(batch)
         ce, valid, logits = pixel_losses(outputs, batch["segmentation"], self.ignore_label)
         return {"logits": logits, "loss": _per_example_mean(ce, valid)}
 

@@ -14,6 +14,7 @@ import pytest
 import mlcv
 from experiments import bodies_fcn
 from mlcv import data, evaluators, models, tasks
+from mlcv.config import ConfigError
 from mlcv.data.features import from_features
 from mlcv.models import layer_table
 from mlcv.tasks.base import StepContext
@@ -133,3 +134,14 @@ def test_range_checks_name_the_classes_and_the_ignore_label():
     """The task asks the pipeline to check every label map against its classes and ignore label (the bodies' 11)."""
     assert _task().range_checks() == {"segmentation": (11, 255)}
     assert _task(None).range_checks() == {"segmentation": (11, None)}
+
+
+def test_label_maps_of_another_size_than_the_images_raise_naming_the_dataset():
+    """8x8 images with 6x6 label maps: a ConfigError with both shapes, in training and evaluation alike."""
+    task = _task()
+    batch = {"image": jnp.zeros((2, H, W, 1)), "segmentation": jnp.zeros((2, 6, 6), jnp.uint8)}
+    logits = jnp.zeros((2, H, W, 11))
+    with pytest.raises(ConfigError, match=r"'bodies'.*\(2, 6, 6\) do not match the images \(2, 8, 8, 1\)"):
+        task.losses(logits, batch, None)
+    with pytest.raises(ConfigError, match=r"\(2, 6, 6\)"):
+        task.predict(logits, batch)
