@@ -43,11 +43,16 @@ def coco_reference(gts, dets, num_classes: int, **params) -> COCOeval:
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                 }
             )
+    return run_cocoeval(images, anns, results, num_classes, "bbox", **params)
+
+
+def run_cocoeval(images: list, anns: list, results: list, num_classes: int, iou_type: str, **params) -> COCOeval:
+    """pycocotools' ``COCOeval`` of ``iou_type`` on COCO-format lists, evaluated, accumulated and summarized."""
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c + 1} for c in range(num_classes)]}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress on stdout
         coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev = COCOeval(coco, coco.loadRes(results), iou_type)
         for key, value in params.items():
             setattr(ev.params, key, value)
         ev.evaluate()

@@ -4,17 +4,13 @@ worked by hand, and all of COCO's numbers equal to pycocotools' ``COCOeval(iouTy
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mlcv.metrics import detection, overlaps
-from tests.metrics.test_detection_metrics import assert_equal_to_pycocotools
+from tests.metrics.test_detection_metrics import assert_equal_to_pycocotools, run_cocoeval
 
 SIZE = (120, 112)  # room for masks of every COCO size range: up to 13440 pixels, large from 9216
 
@@ -42,17 +38,7 @@ def coco_segm_reference(gts, dets, num_classes: int, size=SIZE, **params) -> COC
             results.append(
                 {"image_id": i + 1, "category_id": int(label) + 1, "score": float(score), "segmentation": rle(m)}
             )
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c + 1} for c in range(num_classes)]}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress on stdout
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(results), "segm")
-        for key, value in params.items():
-            setattr(ev.params, key, value)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
+    return run_cocoeval(images, anns, results, num_classes, "segm", **params)
 
 
 def _shift(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
