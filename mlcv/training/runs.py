@@ -144,7 +144,12 @@ def evaluate_runs(runs: Sequence[Run], role: str = "test", batch_size: int = 512
     combine = jax.jit(task.combine)
     keys = tuple(dict.fromkeys(k for r in runs for k in r.task.batch_keys))
     for batch in pipeline.eval_batches(
-        src, batch_size=batch_size, pp=first.data.pp_eval, op_defaults=spec.op_defaults, keys=keys
+        src,
+        batch_size=batch_size,
+        pp=first.data.pp_eval,
+        op_defaults=spec.op_defaults,
+        keys=keys,
+        checks=(first.data.name, task.range_checks()),
     ):
         preds = [r.predict(batch) for r in runs]
         for evs, p in [*zip(member_evs, preds, strict=True), (ensemble_evs, combine(preds, batch))]:
