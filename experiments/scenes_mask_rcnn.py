@@ -3,6 +3,7 @@
 Run:
   python launch.py --config experiments/scenes_mask_rcnn.py --workdir runs/scenes_mask_rcnn
   python launch.py --config experiments/scenes_mask_rcnn.py:runlocal --workdir runs/scenes_mask_rcnn_local
+  python launch.py --config experiments/scenes_mask_rcnn.py:steps=3000 --workdir runs/scenes_mask_rcnn_3000
 
 experiments/scenes_faster_rcnn.py (the same backbone, FPN P2-P5, RPN, box head, schedule and data of
 defaults.scenes_detector) with the mask branch of mlcv.models.mask_rcnn: RoIAlign 14x14 from each box's FPN level,
@@ -24,9 +25,12 @@ from mlcv.config import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The Mask R-CNN digit-scenes config; ``arg`` may be ``runlocal`` (a few seconds)."""
-    args = parse_arg(arg, runlocal=False)
-    config = scenes_faster_rcnn.get_config(arg)  # its backbone, RPN, box head, data and schedule
+    """The Mask R-CNN digit-scenes config; ``arg`` may hold ``runlocal`` (a few seconds) and ``steps`` (1500)."""
+    args = parse_arg(arg, runlocal=False, steps=1500)
+    # Faster R-CNN's backbone, RPN, box head, data and schedule; 1500 steps as R-CNN's and Fast R-CNN's, for CPU time.
+    config = scenes_faster_rcnn.get_config("runlocal" if args.runlocal else None)
+    if not args.runlocal:
+        config.total_steps = args.steps
     config.task = "mask_rcnn"
     for key in ("pp_train", "pp_eval"):  # the detectors' keep(...) drops the masks
         config.data[key] = config.data[key].replace("'box_labels')", "'box_labels', 'masks')", 1)

@@ -31,6 +31,8 @@ EXPERIMENTS = ROOT / "experiments"
 CASES: dict[str, tuple[str | None, ...]] = {
     "digits_cnn": (None, "runlocal"),
     "bodies_fcn": (None, "runlocal"),
+    "bodies_unet": (None, "runlocal"),
+    "bodies_deeplab": (None, "runlocal"),
     "scenes_centernet": (None, "runlocal"),
     "scenes_localization": (None, "runlocal"),
     "digits_linear": (None, "runlocal", "loss=rmse", "loss=rmse,runlocal"),
