@@ -3,8 +3,6 @@ AP@[.5:.95], AP50, AP75, AP and AR by object size, AR at 1/10/100."""
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +15,7 @@ import numpy as np
 from mlcv.config import ConfigError
 from mlcv.evaluators.base import Evaluator
 from mlcv.evaluators.classification import check_num_classes
-from mlcv.evaluators.plots import _save
+from mlcv.evaluators.plots import _save, image_png, label_png, png_image, png_labels
 from mlcv.evaluators.registry import register
 from mlcv.metrics import detection, overlaps
 
@@ -29,21 +27,6 @@ BATCH_KEYS = ("boxes", "box_labels", "box_mask")
 #: from the batch.
 MASK_OUTPUT_KEYS = (*OUTPUT_KEYS, "det_masks")
 MASK_BATCH_KEYS = (*BATCH_KEYS, "masks")
-
-
-def _png(image: np.ndarray) -> str:
-    """An image scaled min-max to 0..255 for display, as a base64 PNG string: a few kB in the run's JSON."""
-    x = np.asarray(image, np.float64)
-    x = x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x[..., :3]
-    lo, hi = np.nanmin(x), np.nanmax(x)
-    x = np.round(255 * (x - lo) / (hi - lo if hi > lo else 1.0)).astype(np.uint8)
-    buf = io.BytesIO()
-    plt.imsave(buf, x, format="png", cmap="gray", vmin=0, vmax=255)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _unpng(text: str) -> np.ndarray:
-    return plt.imread(io.BytesIO(base64.b64decode(text)), format="png")
 
 
 @register("detection")
@@ -154,7 +137,7 @@ class DetectionEvaluator(Evaluator):
     def _example(self, image: np.ndarray, gt: dict[str, np.ndarray], det: dict[str, np.ndarray]) -> dict[str, Any]:
         shown = det["scores"] >= self.score_threshold_for_drawing
         return {
-            "image_png": _png(image),
+            "image_png": image_png(image),
             "gt_boxes": gt["boxes"].tolist(),
             "gt_labels": gt["labels"].tolist(),
             "gt_crowd": (gt["crowd"] > 0).tolist(),
@@ -248,7 +231,7 @@ class DetectionEvaluator(Evaluator):
         return _save(fig, path)
 
     def _plot_examples(self, examples: Sequence[Mapping[str, Any]], path: Path) -> Path:
-        images = [_unpng(ex["image_png"]) for ex in examples]
+        images = [png_image(ex["image_png"]) for ex in examples]
         aspect = max(image.shape[0] / image.shape[1] for image in images)
         fig, axes = plt.subplots(len(examples), 2, figsize=(8, (4 * aspect + 0.4) * len(examples)), squeeze=False)
         for row, ex, image in zip(axes, examples, images, strict=True):
@@ -298,13 +281,7 @@ def _labels_png(masks: np.ndarray, order: Sequence[int] | None = None) -> str:
     for j in range(len(masks)) if order is None else order:
         if j < 255:
             labels[masks[j]] = j + 1
-    buf = io.BytesIO()
-    plt.imsave(buf, labels, format="png", cmap="gray", vmin=0, vmax=255)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _unlabels_png(text: str) -> np.ndarray:
-    return np.round(255 * _unpng(text)[..., 0]).astype(np.int64)
+    return label_png(labels)
 
 
 @register("mask_detection")
@@ -381,7 +358,7 @@ class MaskDetectionEvaluator(DetectionEvaluator):
             (row[0], example["gt_masks_png"], [(0.0, 1.0, 0.0, 1.0)] * len(example["gt_labels"])),
             (row[1], example["det_masks_png"], det_colors),
         ):
-            labels = _unlabels_png(text)
+            labels = png_labels(text)
             rgba = np.zeros((*labels.shape, 4))
             for j, color in enumerate(colors[:255]):
                 rgba[labels == j + 1] = (*color[:3], 0.45)

@@ -1,7 +1,10 @@
-"""Figures the evaluators draw beyond :mod:`mlcv.report`'s: per-class bars, precision-recall curves."""
+"""Figures the evaluators draw beyond :mod:`mlcv.report`'s: per-class bars, precision-recall curves, and the
+PNG strings in which evaluators keep a few example images and label maps in a run's JSON for their figures."""
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +14,37 @@ import numpy as np
 # Selects matplotlib's Agg backend (no display on servers and CI); pyplot settles its backend only
 # when the first figure is made, so importing pyplot first is harmless.
 from mlcv import report  # noqa: F401
+
+
+def image_png(image: np.ndarray) -> str:
+    """An image scaled min-max to 0..255 for display, as a base64 PNG string: a few kB in the run's JSON."""
+    x = np.asarray(image, np.float64)
+    x = x[..., 0] if x.ndim == 3 and x.shape[-1] == 1 else x[..., :3]
+    lo, hi = np.nanmin(x), np.nanmax(x)
+    x = np.round(255 * (x - lo) / (hi - lo if hi > lo else 1.0)).astype(np.uint8)
+    buf = io.BytesIO()
+    plt.imsave(buf, x, format="png", cmap="gray", vmin=0, vmax=255)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_image(text: str) -> np.ndarray:
+    """The float image in [0, 1] that :func:`image_png` (or :func:`label_png`) stored."""
+    return plt.imread(io.BytesIO(base64.b64decode(text)), format="png")
+
+
+def label_png(labels: np.ndarray) -> str:
+    """A map of integers in 0..255 ``[H, W]`` as a lossless gray base64 PNG string (:func:`png_labels` reads it)."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"label_png: values {labels.min()}..{labels.max()} do not fit in 0..255")
+    buf = io.BytesIO()
+    plt.imsave(buf, labels.astype(np.uint8), format="png", cmap="gray", vmin=0, vmax=255)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_labels(text: str) -> np.ndarray:
+    """The int64 label map that :func:`label_png` stored."""
+    return np.round(255 * png_image(text)[..., 0]).astype(np.int64)
 
 
 def _save(fig, path: Path) -> Path:

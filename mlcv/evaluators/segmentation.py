@@ -8,13 +8,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 
 from mlcv import metrics, report
 from mlcv.config import ConfigError
 from mlcv.evaluators.base import SummingEvaluator
 from mlcv.evaluators.classification import check_num_classes
-from mlcv.evaluators.plots import plot_per_class
+from mlcv.evaluators.plots import _save, image_png, label_png, plot_per_class, png_image, png_labels
 from mlcv.evaluators.registry import register
 
 
@@ -71,6 +72,11 @@ class SegmentationEvaluator(SummingEvaluator):
     (e.g. background 0) are left out of ``miou``, ``mean_accuracy`` and ``fw_iou`` but kept in
     ``pixel_accuracy`` and in the extras: ``per_class_iou``, ``per_class_accuracy`` (NaN where
     undefined) and ``confusion_matrix`` (ints).
+
+    Figures: per-class IoU bars, the confusion matrix (rows in % of each true class's pixels) and, when the batch
+    holds ``image``, the first ``draw_images`` images of the split with their ground truth and the predictions
+    overlaid side by side (kept in the extras as ``segmentation_examples``: PNG strings, a few kB an image; the
+    ground truth's ``ignore_label`` pixels are left uncoloured).
     """
 
     directions = {"miou": "max", "pixel_accuracy": "max", "mean_accuracy": "max", "fw_iou": "max"}
@@ -84,6 +90,7 @@ class SegmentationEvaluator(SummingEvaluator):
         ignore_label: int | None = 255,
         exclude_from_mean: Sequence[int] = (),
         class_names: Sequence[str] = (),
+        draw_images: int = 4,
     ):
         self.num_classes = check_num_classes("segmentation", num_classes)
         self.label_key = label_key
@@ -96,7 +103,35 @@ class SegmentationEvaluator(SummingEvaluator):
                 f"config.evals: evaluator 'segmentation' has exclude_from_mean={bad} outside 0..{self.num_classes - 1}"
             )
         self.class_names = tuple(class_names)
+        # The figure stores label maps as 8-bit PNGs, 255 for ignored pixels: at most 255 classes are drawn.
+        self.draw_images = int(draw_images) if self.num_classes <= 255 else 0
         self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.examples: list[dict[str, str]] = []
+
+    def update(self, fetched: Mapping[str, Any]) -> None:
+        super().update(fetched)
+        if "draw_image" not in fetched:
+            return
+        for image, labels, predictions, real in zip(
+            fetched["draw_image"],
+            fetched["draw_labels"],
+            fetched["draw_predictions"],
+            fetched["draw_mask"],
+            strict=True,
+        ):
+            if real and len(self.examples) < self.draw_images:
+                ignored = labels == self.ignore_label if self.ignore_label is not None else np.zeros(labels.shape, bool)
+                ground_truth = np.where(ignored | (labels < 0) | (labels >= self.num_classes), 255, labels)
+                self.examples.append(
+                    {
+                        "image_png": image_png(image),
+                        "labels_png": label_png(ground_truth),
+                        "predictions_png": label_png(predictions),
+                    }
+                )
 
     def zeros(self) -> dict[str, np.ndarray]:
         return {"confusion": np.zeros((self.num_classes, self.num_classes), np.float64)}
@@ -118,7 +153,17 @@ class SegmentationEvaluator(SummingEvaluator):
             weights = weights & (labels != self.ignore_label)
         predictions = jnp.argmax(logits, -1)
         confusion = metrics.confusion_matrix(labels, predictions, self.num_classes, weights.astype(jnp.int32))
-        return {"confusion": confusion}
+        out = {"confusion": confusion}
+        if self.draw_images > 0 and "image" in batch:
+            # The first rows suffice: padded rows come last, so the split's first images lead the first batches.
+            n = self.draw_images
+            out |= {
+                "draw_image": batch["image"][:n],
+                "draw_labels": labels[:n],
+                "draw_predictions": predictions[:n],
+                "draw_mask": batch["mask"][:n] > 0,
+            }
+        return out
 
     def result(self) -> tuple[dict[str, float], dict[str, Any]]:
         confusion = self.totals["confusion"]
@@ -126,6 +171,7 @@ class SegmentationEvaluator(SummingEvaluator):
             "per_class_iou": metrics.per_class_iou(confusion).tolist(),
             "per_class_accuracy": metrics.per_class_accuracy(confusion).tolist(),
             "confusion_matrix": confusion.astype(np.int64).tolist(),
+            "segmentation_examples": list(self.examples),
         }
         return segmentation_scores(confusion, self.exclude_from_mean), extras
 
@@ -144,4 +190,38 @@ class SegmentationEvaluator(SummingEvaluator):
             rows = np.nan_to_num(100 * confusion / confusion.sum(1, keepdims=True))
         path = directory / f"confusion_{prefix}.png"
         report.plot_confusion(np.round(rows), path, f"{prefix}: % of each true class's pixels")
-        return [iou, path]
+        paths = [iou, path]
+        if extras.get("segmentation_examples"):
+            paths.append(self._plot_examples(extras["segmentation_examples"], directory / f"examples_{prefix}.png"))
+        return paths
+
+    def _plot_examples(self, examples: Sequence[Mapping[str, str]], path: Path) -> Path:
+        """Rows of (image, ground truth over it, predictions over it), one colour a class, half transparent."""
+        k = self.num_classes
+        # A qualitative palette of k colours (tab20 repeats past 20 classes; the legend names them).
+        palette = plt.get_cmap("tab20" if k > 10 else "tab10")(np.arange(k) % (20 if k > 10 else 10))
+        names = self.class_names if len(self.class_names) == k else [str(c) for c in range(k)]
+        fig, axes = plt.subplots(len(examples), 3, figsize=(10, 3.4 * len(examples) + 0.6), squeeze=False)
+        shown: set[int] = set()
+        for row, ex in zip(axes, examples, strict=True):
+            image = png_image(ex["image_png"])[..., :3]
+            for ax, key, title in zip(
+                row, (None, "labels_png", "predictions_png"), ("image", "ground truth", "predicted"), strict=True
+            ):
+                ax.imshow(image, interpolation="nearest")
+                if key is not None:
+                    labels = png_labels(ex[key])
+                    valid = labels < k  # 255: ignored, left uncoloured
+                    colours = np.zeros((*labels.shape, 4))
+                    colours[valid] = palette[labels[valid]]
+                    colours[..., 3] = np.where(valid, 0.55, 0.0)
+                    ax.imshow(colours, interpolation="nearest")
+                    shown |= set(np.unique(labels[valid]).tolist())
+                ax.set_title(title, fontsize=9)
+                ax.set_axis_off()
+        handles = [plt.Rectangle((0, 0), 1, 1, color=palette[c]) for c in sorted(shown)]
+        fig.legend(
+            handles, [names[c] for c in sorted(shown)], loc="lower center", ncol=min(len(handles), 12), fontsize=7
+        )
+        fig.tight_layout(rect=(0, 0.6 / (3.4 * len(examples) + 0.6), 1, 1))
+        return _save(fig, path)

@@ -13,7 +13,7 @@ import sklearn.metrics as skm
 
 from mlcv import evaluators, metrics
 from mlcv.config import ConfigError
-from mlcv.evaluators import ranking
+from mlcv.evaluators import plots, ranking
 
 BATCH = 64
 
@@ -156,6 +156,34 @@ def test_segmentation_vs_sklearn(tmp_path):
     paths = ev.plot(extras, tmp_path, "validation")
     assert [p.name for p in paths] == ["iou_validation.png", "confusion_validation.png"]
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_segmentation_examples_overlay(tmp_path):
+    """The first real images of the split are kept with their ground truth (ignored pixels as 255) and the argmax
+    predictions, losslessly; padded rows never; the figure has a row of (image, ground truth, predicted) each."""
+    rng = np.random.default_rng(3)
+    data, _, _ = _segmentation_data(rng)
+    for b in data:
+        b["image"] = rng.normal(size=b["segmentation"].shape[:3] + (3,)).astype(np.float32)
+    labels = np.concatenate([b["segmentation"][b["mask"] > 0, ..., 0] for b in data])
+    logits = np.concatenate([b["logits"][b["mask"] > 0] for b in data])
+    images = np.concatenate([b["image"][b["mask"] > 0] for b in data])
+    for draw, expected in ((6, 6), (20, 13)):  # 13 real images in batches of 4: 3 padded rows at the end
+        ev = evaluators.build({"type": "segmentation", "num_classes": C_SEG, "draw_images": draw})
+        _, extras = run(ev, data, ("logits",))
+        examples = extras["segmentation_examples"]
+        assert len(examples) == expected
+        for i, ex in enumerate(examples):
+            np.testing.assert_array_equal(plots.png_labels(ex["labels_png"]), labels[i])
+            np.testing.assert_array_equal(plots.png_labels(ex["predictions_png"]), logits[i].argmax(-1))
+            rgb = plots.png_image(ex["image_png"])[..., :3]  # min-max scaled to 0..1, up to 8-bit rounding
+            x = images[i]
+            np.testing.assert_allclose(rgb, (x - x.min()) / (x.max() - x.min()), atol=0.5 / 255 + 1e-6)
+    paths = ev.plot(extras, tmp_path, "test")
+    assert [p.name for p in paths] == ["iou_test.png", "confusion_test.png", "examples_test.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    without = evaluators.build({"type": "segmentation", "num_classes": C_SEG, "draw_images": 0})
+    assert run(without, data, ("logits",))[1]["segmentation_examples"] == []
 
 
 @pytest.mark.parametrize("seed", range(5))

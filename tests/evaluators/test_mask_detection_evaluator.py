@@ -145,10 +145,10 @@ def test_drawn_masks_survive_the_png():
     det = {"boxes": np.zeros((3, 4)), "scores": np.array([0.6, 0.9, 0.1]), "labels": np.array([0, 1, 1])}
     packed = overlaps.PackedMasks.pack(masks)
     ex = ev._example(np.zeros((6, 5, 3)), gt | {"masks": packed}, det | {"masks": packed})
-    gt_labels = evaluators.detection._unlabels_png(ex["gt_masks_png"])
+    gt_labels = evaluators.plots.png_labels(ex["gt_masks_png"])
     np.testing.assert_array_equal(gt_labels, np.argmax(masks * np.arange(1, 4)[:, None, None], 0) + masks.any(0))
     # Detections at >= 0.5: the first two, the better (0.9, label 2) drawn over the other where they overlap.
-    det_labels = evaluators.detection._unlabels_png(ex["det_masks_png"])
+    det_labels = evaluators.plots.png_labels(ex["det_masks_png"])
     assert det_labels[1, 1] == 2 and det_labels[0, 0] == 1 and det_labels[5, 0] == 0
 
 
