@@ -239,6 +239,16 @@ _CATALOGUE: dict[str, DatasetSpec] = {
     # COCO 2017: test2017 has no labels, so val2017 (5,000 images) is the test and as many training images are
     # held out for model selection.
     "coco/2017": _detection("coco/2017", {"train": "train[5000:]", "validation": "train[:5000]", "test": "validation"}),
+    # Segmentation, read through decode_segmentation (e.g. pp "decode_segmentation|resize(128)|normalize"), whose
+    # default here maps the trimap to background 0, pet 1 and border 255 (ignored). 3,680 training images (10 % held
+    # out for model selection), 3,669 test images; the label map has the size of its image, whose shape TFDS gives.
+    "oxford_iiit_pet": DatasetSpec(
+        "oxford_iiit_pet",
+        _HOLD_OUT_10,
+        {**_IMAGENET_STATS, "decode_segmentation": {"mapping": "pet_trimap"}},
+        features={"segmentation": Feature("segmentation", (None, None), "uint8", class_names=("background", "pet"))},
+        decoded={"image": "image"},
+    ),
 }
 
 

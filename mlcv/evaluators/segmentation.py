@@ -77,6 +77,13 @@ class SegmentationEvaluator(SummingEvaluator):
     holds ``image``, the first ``draw_images`` images of the split with their ground truth and the predictions
     overlaid side by side (kept in the extras as ``segmentation_examples``: PNG strings, a few kB an image; the
     ground truth's ``ignore_label`` pixels are left uncoloured).
+
+    ``boundary_width`` w > 0 adds ``boundary_miou`` and ``boundary_pixel_accuracy``: the same scores over the band
+    of pixels within w px (Chebyshev distance) of a ground-truth boundary, i.e. the labelled pixels whose
+    (2w+1) x (2w+1) window, cut at the image border, holds another labelled class (ignored pixels make no boundary).
+    It is the "trimap" evaluation of the DeepLab papers, which measures how sharp the predicted boundaries are
+    where the mIoU over the whole image barely notices them; the band's confusion matrix is in the extras as
+    ``boundary_confusion_matrix``.
     """
 
     directions = {"miou": "max", "pixel_accuracy": "max", "mean_accuracy": "max", "fw_iou": "max"}
@@ -91,6 +98,7 @@ class SegmentationEvaluator(SummingEvaluator):
         exclude_from_mean: Sequence[int] = (),
         class_names: Sequence[str] = (),
         draw_images: int = 4,
+        boundary_width: int = 0,
     ):
         self.num_classes = check_num_classes("segmentation", num_classes)
         self.label_key = label_key
@@ -105,6 +113,12 @@ class SegmentationEvaluator(SummingEvaluator):
         self.class_names = tuple(class_names)
         # The figure stores label maps as 8-bit PNGs, 255 for ignored pixels: at most 255 classes are drawn.
         self.draw_images = int(draw_images) if self.num_classes <= 255 else 0
+        self.boundary_width = int(boundary_width)
+        if self.boundary_width < 0:
+            raise ConfigError(f"config.evals: evaluator 'segmentation' has boundary_width={boundary_width} < 0")
+        if self.boundary_width:
+            self.directions = {**type(self).directions, "boundary_miou": "max", "boundary_pixel_accuracy": "max"}
+            self.percent = frozenset(self.directions)
         self.reset()
 
     def reset(self) -> None:
@@ -134,7 +148,18 @@ class SegmentationEvaluator(SummingEvaluator):
                 )
 
     def zeros(self) -> dict[str, np.ndarray]:
-        return {"confusion": np.zeros((self.num_classes, self.num_classes), np.float64)}
+        keys = ("confusion", "boundary_confusion") if self.boundary_width else ("confusion",)
+        return {key: np.zeros((self.num_classes, self.num_classes), np.float64) for key in keys}
+
+    def _band(self, labels: jax.Array, valid: jax.Array) -> jax.Array:
+        """The valid pixels with another valid class within ``boundary_width`` px: max != min over the window."""
+        w = self.boundary_width
+        window, pad = (1, 2 * w + 1, 2 * w + 1), ((0, 0), (w, w), (w, w))
+        big = jnp.iinfo(jnp.int32).max
+        # Invalid pixels and the border take the neutral value of each reduction, so they make no boundary.
+        hi = jax.lax.reduce_window(jnp.where(valid, labels, -1), -1, jax.lax.max, window, (1, 1, 1), pad)
+        lo = jax.lax.reduce_window(jnp.where(valid, labels, big), big, jax.lax.min, window, (1, 1, 1), pad)
+        return valid & (hi != lo)
 
     def batch_fn(self, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         logits = outputs[self.logits_key]
@@ -154,6 +179,14 @@ class SegmentationEvaluator(SummingEvaluator):
         predictions = jnp.argmax(logits, -1)
         confusion = metrics.confusion_matrix(labels, predictions, self.num_classes, weights.astype(jnp.int32))
         out = {"confusion": confusion}
+        if self.boundary_width:
+            valid = (labels >= 0) & (labels < self.num_classes)
+            if self.ignore_label is not None:
+                valid = valid & (labels != self.ignore_label)
+            band = self._band(labels, valid) & weights
+            out["boundary_confusion"] = metrics.confusion_matrix(
+                labels, predictions, self.num_classes, band.astype(jnp.int32)
+            )
         if self.draw_images > 0 and "image" in batch:
             # The first rows suffice: padded rows come last, so the split's first images lead the first batches.
             n = self.draw_images
@@ -173,7 +206,13 @@ class SegmentationEvaluator(SummingEvaluator):
             "confusion_matrix": confusion.astype(np.int64).tolist(),
             "segmentation_examples": list(self.examples),
         }
-        return segmentation_scores(confusion, self.exclude_from_mean), extras
+        scalars = segmentation_scores(confusion, self.exclude_from_mean)
+        if self.boundary_width:
+            band = self.totals["boundary_confusion"]
+            extras["boundary_confusion_matrix"] = band.astype(np.int64).tolist()
+            in_band = segmentation_scores(band, self.exclude_from_mean)
+            scalars |= {"boundary_miou": in_band["miou"], "boundary_pixel_accuracy": in_band["pixel_accuracy"]}
+        return scalars, extras
 
     def plot(self, extras: Mapping[str, Any], directory: Path, prefix: str) -> list[Path]:
         directory = Path(directory)

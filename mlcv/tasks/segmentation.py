@@ -6,7 +6,9 @@ Batches are ``{'image': [B, H, W, C], 'segmentation': [B, H, W] class ids}``; th
 - ``ignore_label`` (default 255): pixels with this label count in neither the loss nor the metrics;
   ``None`` counts every pixel;
 - ``exclude_from_mean`` (default ``()``): classes left out of the mIoU's mean (e.g. background 0), kept
-  in the pixel accuracy and the per-class extras.
+  in the pixel accuracy and the per-class extras;
+- ``boundary_width`` (default 0): when > 0, the evaluator also scores the band of pixels within that many pixels
+  of a ground-truth boundary (``boundary_miou``, ``boundary_pixel_accuracy``: the DeepLab papers' trimap).
 
 Bad input: a label that is neither a class ``0..C-1`` nor the ignore label stops the run with a ConfigError naming
 the dataset, the key and the labels (:meth:`SegmentationTask.range_checks`, checked on the host by the data
@@ -86,11 +88,13 @@ class SegmentationTask(Task):
     input_keys = ("image",)
     target_keys = ("segmentation",)
     headline = "miou"
+    also_reported = ("pixel_accuracy", "fw_iou", "boundary_miou")
 
     def __init__(self, config: ml_collections.ConfigDict, meta: Any, runs: Sequence[Any] = ()):
         seg = config.get("segmentation") or {}
         self.ignore_label: int | None = seg.get("ignore_label", 255)
         self.exclude_from_mean = tuple(int(c) for c in (seg.get("exclude_from_mean") or ()))
+        self.boundary_width = int(seg.get("boundary_width") or 0)
         feature = getattr(meta, "features", {}).get("segmentation")
         if feature is None:
             raise ConfigError(f"dataset {config.data.name!r} (config.data.name) has no 'segmentation' key to learn")
@@ -156,4 +160,6 @@ class SegmentationTask(Task):
         }
         if self.class_names:
             seg["class_names"] = self.class_names
+        if self.boundary_width:
+            seg["boundary_width"] = self.boundary_width
         return {"loss": {"type": "loss"}, "segmentation": seg}

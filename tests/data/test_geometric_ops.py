@@ -331,6 +331,7 @@ def test_keys_outside_moves_pass_through(name):
         "pad_boxes": "pad_boxes(5)",
         "keep": "keep('image', 'id')",
         "decode_detection": "decode_detection",  # examples without TFDS objects pass through
+        "decode_segmentation": "decode_segmentation",  # examples without the TFDS mask pass through
         "selective_search": "selective_search(5)",
     }
     op = ops.parse(specs[name])

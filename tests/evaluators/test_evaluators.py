@@ -158,6 +158,57 @@ def test_segmentation_vs_sklearn(tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def test_boundary_band_by_hand():
+    """Two halves, 0 | 1, with w = 1: the band is the two columns on either side of the edge. A prediction one
+    column off the edge scores IoU 1/2 in the band for both classes; 1 - 2/36 of the pixels over the image."""
+    labels = np.zeros((1, 6, 6), np.int32)
+    labels[:, :, 3:] = 1
+    predictions = np.zeros((1, 6, 6), np.int64)
+    predictions[:, :, 4:] = 1  # column 3 wrongly 0
+    logits = np.eye(2, dtype=np.float32)[predictions]
+    ev = evaluators.build({"type": "segmentation", "num_classes": 2, "boundary_width": 1})
+    batch = {"segmentation": labels, "mask": np.ones(1, np.float32)}
+    ev.update(jax.device_get(jax.jit(ev.batch_fn)({"logits": logits}, batch)))
+    scalars, extras = ev.result()
+    # Band: columns 2 (class 0) and 3 (class 1), 6 pixels each; column 3 predicted 0.
+    np.testing.assert_array_equal(extras["boundary_confusion_matrix"], [[6, 0], [6, 0]])
+    assert scalars["boundary_miou"] == pytest.approx((6 / 12 + 0) / 2)
+    assert scalars["boundary_pixel_accuracy"] == pytest.approx(0.5)
+    assert scalars["pixel_accuracy"] == pytest.approx(30 / 36)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_boundary_band_vs_scipy(width):
+    """The band equals scipy's max filter != min filter over the labelled pixels, ignored pixels neutral; its scores
+    equal scikit-learn's on the band's pixels."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(width)
+    data, _, _ = _segmentation_data(rng)
+    ev = evaluators.build({"type": "segmentation", "num_classes": C_SEG, "boundary_width": width})
+    scalars, extras = run(ev, data, ("logits",))
+    y_true, y_pred = [], []
+    for b in data:
+        for labels, logits in zip(b["segmentation"][b["mask"] > 0, ..., 0], b["logits"][b["mask"] > 0], strict=True):
+            labels = labels.astype(int)
+            valid = labels != 255
+            size = 2 * width + 1
+            hi = ndimage.maximum_filter(np.where(valid, labels, -1), size=size, mode="constant", cval=-1)
+            lo = ndimage.minimum_filter(np.where(valid, labels, 99), size=size, mode="constant", cval=99)
+            band = valid & (hi != lo)
+            y_true.append(labels[band])
+            y_pred.append(logits.argmax(-1)[band])
+    y_true, y_pred = np.concatenate(y_true), np.concatenate(y_pred)
+    assert 0 < len(y_true) < sum(int((b["mask"] > 0).sum()) for b in data) * 120
+    np.testing.assert_array_equal(
+        extras["boundary_confusion_matrix"], skm.confusion_matrix(y_true, y_pred, labels=np.arange(C_SEG))
+    )
+    present = np.union1d(y_true, y_pred)
+    jaccard = skm.jaccard_score(y_true, y_pred, labels=present, average=None)
+    assert scalars["boundary_miou"] == pytest.approx(jaccard.mean(), rel=1e-12)
+    assert scalars["boundary_pixel_accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred), rel=1e-12)
+
+
 def test_segmentation_examples_overlay(tmp_path):
     """The first real images of the split are kept with their ground truth (ignored pixels as 255) and the argmax
     predictions, losslessly; padded rows never; the figure has a row of (image, ground truth, predicted) each."""
