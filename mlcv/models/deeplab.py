@@ -53,7 +53,7 @@ class ASPP(nn.Module):
     """
 
     features: int = 256
-    rates: Sequence[int] = (6, 12, 18)
+    rates: Sequence[float] = (6, 12, 18)
     image_pooling: bool = True
 
     @nn.compact
@@ -95,7 +95,8 @@ class DeepLab(nn.Module):
       stem: the ResNet stem, "imagenet" (stride 4) or "cifar" (stride 1).
       output_stride: the backbone's stride, 8 or 16 in the paper (any power of two that the stem and stages can
         reach and that keeps the scaled rates whole); the input's size need not be a multiple of it.
-      rates: ASPP dilation rates at output stride 16; at stride ``s`` each is multiplied by ``16 / s``.
+      rates: ASPP dilation rates at output stride 16; at stride ``s`` each is multiplied by ``16 / s`` (so that
+        fractions, e.g. 0.5 at stride 4, give whole dilations).
       aspp_features: channels of every ASPP branch and of its projection.
       image_pooling: include ASPP's image-level branch.
     """
@@ -106,7 +107,7 @@ class DeepLab(nn.Module):
     widths: Sequence[int] = (64, 128, 256, 512)
     stem: str = "imagenet"
     output_stride: int = 16
-    rates: Sequence[int] = (6, 12, 18)
+    rates: Sequence[float] = (6, 12, 18)
     aspp_features: int = 256
     image_pooling: bool = True
 
