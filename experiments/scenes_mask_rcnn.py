@@ -9,9 +9,10 @@ experiments/scenes_faster_rcnn.py (the same backbone, FPN P2-P5, RPN, box head, 
 defaults.scenes_detector) with the mask branch of mlcv.models.mask_rcnn: RoIAlign 14x14 from each box's FPN level,
 two 3x3 convolutions of 32 channels (the paper has four of 256, its pyramid's width; four of 64, this pyramid's,
 trained at 12.6 images/s against 46.3 for two of 32, both measured beside another job), a 2x2 stride-2 transposed
-convolution to 28x28 and one sigmoid mask per class. The pipeline keeps the instance masks, which move with the boxes through the scale jitter and the shifted crops and are padded with them (pad_boxes). Mask loss on
-the foreground RoIs (at most 16 an image), weight 1; the checkpoint is chosen on validation mask AP; box AP (ap)
-and mask AP (mask_ap, mask_ap50, ...) are both reported.
+convolution to 28x28 and one sigmoid mask per class. The pipeline keeps the instance masks, which move with the
+boxes through the scale jitter and the shifted crops and are padded with them (pad_boxes). Mask loss on the
+foreground RoIs (at most 16 an image), weight 1; the checkpoint is chosen on validation mask AP; box AP (ap) and
+mask AP (mask_ap, mask_ap50, ...) are both reported.
 
 Reaches: not measured yet.
 """
