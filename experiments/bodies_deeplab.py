@@ -15,7 +15,7 @@ Reaches 71.14 ± 0.18 % test mIoU, seeds 0-2 (71.30, 71.17, 70.94; sample std): 
 forest's 84.3 % on the same test images, so the course's expectation that the deep models beat the forest fails
 for DeepLab v3 here (U-Net, experiments/bodies_unet.py, beats it by 2.5). Pixel accuracy 98.63 %. Per part (mean
 of the seeds): head 83.9, torso 92.0, upper arms L/R 61.8 / 60.9, lower arms 48.0 / 50.6, upper legs 83.7 / 84.8,
-lower legs 73.0 / 72.6 %: the thin parts (arms 3-5 px wide in these 64 px images) are where it loses, as they
+lower legs 73.0 / 72.6 %: the thin parts (arms about 3 px wide in these 64 px images) are where it loses, as they
 fall inside single cells of the score map and come back only as bilinear blur. Tried (seed 0): the paper's output
 stride 8 (deeplab_small as registered, an 8x8 map): 46.8 %; stride 4: 71.3 %. Not tried: a stride-1 stem, or the
 decoder of DeepLab v3+, which brings stride-4 features back for exactly this. Training on the 2-core CPU: 151 s
