@@ -32,6 +32,7 @@ def test_registered_names():
         "color_jitter",
         "cutout",
         "decode_detection",
+        "decode_segmentation",
         "flip_lr",
         "flip_ud",
         "keep",
@@ -284,6 +285,7 @@ OP_CASES = {
     "color_jitter": ("color_jitter(0.4, 0.4, 0.4)", (8, 8)),
     "cutout": ("cutout(4, p=1.0)", (8, 8)),
     "decode_detection": ("decode_detection", (8, 8)),  # no TFDS objects: passes through
+    "decode_segmentation": ("decode_segmentation(mapping='pet_trimap')", (8, 8)),  # no mask: passes through
     "flip_lr": ("flip_lr", (8, 8)),
     "flip_ud": ("flip_ud", (8, 8)),
     "keep": ("keep('image', 'label')", (8, 8)),
