@@ -13,12 +13,12 @@ instance masks, which move with the boxes through the scale jitter and the shift
 (pad_boxes). Mask loss on the foreground RoIs (at most 16 an image), weight 1; the checkpoint is chosen on
 validation mask AP; box AP (ap) and mask AP (mask_ap, mask_ap50, ...) are both reported.
 
-Reaches (test split, 1500 steps, seeds 0-1, mean ± sample std; mask AP 54.9 / 55.4): mask AP 55.1 ± 0.4 %, box AP
-61.1 ± 0.4 % (box AP50 89.3 ± 0.7 %). Masks cost little accuracy at AP50 (mask AP50 87.1 ± 0.2 %) and more at AP75
-(mask 63.5 ± 1.1 % against box 74.0 ± 1.9 %). Each run took 37-41 min of training (about 10 images/s, beside one
-other run on the 2-core CPU); Faster R-CNN's step trains at 55 images/s alone; where the mask branch's time goes was
-not profiled. Faster R-CNN alone reaches box AP 67.9 % at 3000 steps (experiments/scenes_faster_rcnn.py), twice this
-budget.
+Reaches (test split, 1500 steps, seeds 0-2, mean ± sample std; mask AP 54.89 / 55.40 / 55.95): mask AP 55.4 ± 0.5 %,
+box AP 61.3 ± 0.5 % (box AP50 89.5 ± 0.6 %). Masks cost little accuracy at AP50 (mask AP50 87.4 ± 0.6 %) and more at
+AP75 (mask 63.8 ± 0.9 % against box 74.4 ± 1.5 %). Each run took 33-41 min of training (10-12 images/s, mostly
+beside one other run on the 2-core CPU); Faster R-CNN's step trains at 55 images/s alone; where the mask branch's
+time goes was not profiled. Faster R-CNN alone reaches box AP 67.9 % at 3000 steps
+(experiments/scenes_faster_rcnn.py), twice this budget.
 """
 
 from __future__ import annotations
