@@ -17,7 +17,7 @@ Reaches (test split, 1500 steps, seeds 0-2, mean ± sample std; mask AP 54.89 / 
 box AP 61.3 ± 0.5 % (box AP50 89.5 ± 0.6 %). Masks cost little accuracy at AP50 (mask AP50 87.4 ± 0.6 %) and more at
 AP75 (mask 63.8 ± 0.9 % against box 74.4 ± 1.5 %). Each run took 33-41 min of training (10-12 images/s, mostly
 beside one other run on the 2-core CPU); Faster R-CNN's step trains at 55 images/s alone; where the mask branch's
-time goes was not profiled. Faster R-CNN alone reaches box AP 67.9 % at 3000 steps
+time goes was not profiled. Faster R-CNN without the mask head reaches box AP 67.9 % at 3000 steps
 (experiments/scenes_faster_rcnn.py), twice this budget.
 """
 
