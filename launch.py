@@ -38,7 +38,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<ex
 _SWEEP = flags.DEFINE_bool("sweep", False, "Run the sweep of the config file's get_sweep().")
 _SWEEP_SHARD = flags.DEFINE_string("sweep_shard", None, "i/n: run every n-th trial from the i-th (0-based).")
 _MODE = flags.DEFINE_enum(
-    "mode", "train", ["train", "layers"], "train: run the experiment; layers: the model's layer table."
+    "mode",
+    "train",
+    ["train", "layers", "enrol"],
+    "train: run the experiment; layers: the model's layer table; enrol: a finished metric-learning run in --workdir "
+    "recognises a newly enrolled identity by kNN, without retraining.",
 )
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for a multi-host run (default $JAX_COORDINATOR_ADDRESS)."

@@ -331,3 +331,33 @@ def fitted(task: str, data_name: str | None = None, *, seed: int = 0) -> ConfigD
     if data_name is not None:
         config.data = dataset(data_name)
     return config
+
+
+def metric_learning(
+    data: ConfigDict,
+    model: Mapping[str, Any],
+    *,
+    loss: str = "triplet",
+    dim: int = 64,
+    identities_per_batch: int = 0,
+    images_per_identity: int = 0,
+    **training_kwargs: Any,
+) -> ConfigDict:
+    """An embedding network (``task="metric_learning"``): ``data``, the backbone ``model``, the embedding and the loss.
+
+    ``embedding``: ``dim``, ``normalize`` (L2), ``relu`` (DeepFace's rectified representation), ``train_classes``
+    (the identities a softmax or ArcFace head classifies; 0 = the dataset's class count). ``loss``: ``name``
+    (softmax | contrastive | triplet | arcface), ``margin`` (contrastive, triplet; contrastive 0 = the unbounded
+    form), ``squared`` distances, ``mining`` (semi_hard | batch_all | batch_hard | random), ArcFace's ``scale``
+    and ``arcface_margin`` (radians). ``identities_per_batch`` x ``images_per_identity`` > 0 makes P x K batches.
+    Model selection is on validation Recall@1.
+    """
+    data.identities_per_batch = identities_per_batch
+    data.images_per_identity = images_per_identity
+    head = ConfigDict({"task": "metric_learning", "data": data, "model": ConfigDict(model)})
+    head.embedding = ConfigDict({"dim": dim, "normalize": True, "relu": False, "train_classes": 0})
+    head.loss = ConfigDict(
+        {"name": loss, "margin": 0.2, "squared": False, "mining": "semi_hard", "scale": 16.0, "arcface_margin": 0.5}
+    )
+    train = training(**{"metric": "recall_at_1", **training_kwargs})
+    return _join(ConfigDict({"seed": train.seed}), head, train)

@@ -81,11 +81,28 @@ CASES: dict[str, tuple[str | None, ...]] = {
         "model=deeplab",
         "model=deeplab,runlocal",
     ),
+    "digits_metric_learning": (None, "runlocal", *(f"method={m},runlocal" for m in ("arcface", "deepface"))),
+    "faces_verification": (None, "runlocal", "loss=arcface"),
+    "retrieval_catalogue": (
+        None,
+        "runlocal",
+        "dataset=cars",
+        "dataset=lfw",
+        "dataset=cub,runlocal",
+        "dataset=cars,runlocal",
+        "dataset=lfw,runlocal",
+    ),
 }
 # Longer than MAX_LINES on purpose: an ablation's table is its rows; Viola-Jones documents a detector
 # whose every stage of training, mining and grouping has keys of its own.
 MAX_LINES = 60
-LONG_FILES = {"digits_ablation", "faces_viola_jones", "scenes_detection_ablation", "scenes_segmentation"}
+LONG_FILES = {
+    "digits_ablation",
+    "digits_metric_learning",
+    "faces_viola_jones",
+    "scenes_detection_ablation",
+    "scenes_segmentation",
+}
 PAPER_RECIPES = ("cifar_resnet", "imagenet_resnet50", "retinanet_r50_fpn", "faster_rcnn_r50_fpn")
 
 

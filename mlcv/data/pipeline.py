@@ -17,7 +17,9 @@ import numpy as np
 from absl import flags
 
 from mlcv.config import ConfigError
+from mlcv.data import class_filter
 from mlcv.data import ops as ops_lib
+from mlcv.data.samplers import IdentitySampler
 
 # Grain's default read-ahead (16 threads, 500 records) spends most of its time
 # polling its own futures on small records; reading in the calling thread is
@@ -142,13 +144,24 @@ def train_loader(
     seed: int,
     worker_count: int = 0,
     checks: LabelChecks | None = None,
+    identities: tuple[int, int] | None = None,
+    label_key: str = "label",
 ) -> gp.DataLoader:
     """An endless shuffled loader of this process's share of global batches of ``batch_size``; every example's
-    labels pass :func:`check_labels` with ``checks``."""
+    labels pass :func:`check_labels` with ``checks``.
+
+    With ``identities=(P, K)`` every global batch is ``P`` classes x ``K`` images and random images of other
+    classes (:class:`~mlcv.data.samplers.IdentitySampler`, the classes read from ``label_key`` by
+    :func:`split_labels`), instead of a shuffle of the split.
+    """
     _allow_workers(worker_count)
+    if identities is None:
+        sampler = GlobalBatchSampler(len(source), batch_size, seed)
+    else:
+        sampler = identity_sampler(source, identities, batch_size, seed, label_key)
     return gp.DataLoader(
         data_source=source,
-        sampler=GlobalBatchSampler(len(source), batch_size, seed),
+        sampler=sampler,
         shard_options=gp.ShardByJaxProcess(drop_remainder=True),
         operations=[
             Preprocess(pp, op_defaults, keys, checks),
@@ -157,6 +170,18 @@ def train_loader(
         worker_count=worker_count,
         read_options=READ_OPTIONS,
     )
+
+
+def identity_sampler(
+    source, identities: tuple[int, int], batch_size: int, seed: int, label_key: str = "label"
+) -> IdentitySampler:
+    """The :class:`~mlcv.data.samplers.IdentitySampler` of ``identities=(P, K)`` over ``source``'s classes.
+
+    Building it checks the split against P and K (ConfigError naming the key), so a run calls it before writing.
+    """
+    p, k = identities
+    labels = split_labels(source, label_key)
+    return IdentitySampler(labels, identities_per_batch=p, images_per_identity=k, global_batch=batch_size, seed=seed)
 
 
 def eval_batches(
@@ -202,6 +227,15 @@ def eval_batches(
         raise ValueError(f"split of {len(source)} records has none for process {jax.process_index()}")
     for _ in range(-(-per_process // local) - count):
         yield {**{k: np.zeros_like(v) for k, v in last.items()}}
+
+
+def split_labels(source, label_key: str = "label") -> np.ndarray:
+    """The class of every record of ``source`` in record order, as the same in every process.
+
+    A class-filtered source (:mod:`mlcv.data.class_filter`) has them already (ids, names mapped); a TFDS data source's
+    are read once without decoding images, and cached beside its files; any other source is read record by record.
+    """
+    return class_filter.read_labels(source, label_key)
 
 
 def split_boxes(source, *, pp: str, op_defaults: dict) -> np.ndarray:

@@ -3,6 +3,8 @@
 TFDS is the storage: a built-in dataset is a TFDS builder of :mod:`mlcv.data.sources` prepared once into
 the TFDS data dir as ArrayRecord files, and every dataset, built-in or from the catalogue, is read back
 as a random-access ``tfds`` data source that the grain pipelines of :mod:`mlcv.data.pipeline` index into.
+A split string may add class-filter options to the TFDS split (:mod:`mlcv.data.class_filter`); the open-set
+datasets of metric learning are declared in :mod:`mlcv.data.open_set`, the spec type in :mod:`mlcv.data.specs`.
 """
 
 from __future__ import annotations
@@ -16,62 +18,24 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlcv.config import ConfigError
+from mlcv.data import class_filter, open_set
 from mlcv.data.features import DatasetMeta, Feature, from_features, from_tfds
 from mlcv.data.sources import bodies
+from mlcv.data.specs import IMAGENET_STATS, ROLES, UINT8_STATS, DatasetSpec, Splits
 
-ROLES = ("train", "validation", "test")
+__all__ = [
+    "ROLES",
+    "DatasetSpec",
+    "Splits",
+    "builtin_names",
+    "get",
+    "load_arrays",
+    "meta",
+    "num_classes",
+    "register",
+    "source",
+]
 
-
-class Splits(dict):
-    """A dataset's TFDS split string by role; a role the dataset lacks raises ConfigError, not KeyError."""
-
-    def __init__(self, dataset: str, splits: dict[str, str]):
-        super().__init__(splits)
-        self.dataset = dataset
-
-    def __missing__(self, role: str) -> str:
-        raise ConfigError(
-            f"dataset {self.dataset!r} has no {role!r} split (config.data.name / config.data.{role}_split): "
-            f"it has only {', '.join(self) or 'none'}"
-        )
-
-    def __reduce__(self):  # pickles (grain workers, copies) with its dataset name
-        return (Splits, (self.dataset, dict(self)))
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """What the code needs to know of a dataset besides its records.
-
-    Attributes:
-      name: the registry name (``digits``) or the TFDS catalogue name.
-      splits: TFDS split strings by role (``train``, ``validation``, ``test``); a validation split
-        is a slice of the training data. A dataset may lack roles (``motorcycle`` is test-only):
-        ``splits[role]`` then raises ConfigError naming the dataset and the role.
-      op_defaults: default arguments of preprocessing ops for this dataset,
-        e.g. the pixel mean and std used by a bare ``normalize``.
-      builtin: True for datasets whose builder ships with mlcv.
-      features: the records' keys and what they hold, declared so that shapes and classes are known
-        without preparing the data (see :func:`meta`); empty for catalogue datasets, whose TFDS
-        ``dataset_info`` says it, but for the keys that their decode op adds (see ``decoded``).
-      decoded: for a catalogue dataset whose pp strings start with a decode op (``decode_detection``): the
-        contract keys of the decoded records by the TFDS feature each comes from. :func:`meta` then describes
-        the decoded records: these keys with the TFDS features' shapes and classes, plus ``features``.
-    """
-
-    name: str
-    splits: dict[str, str]
-    op_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    builtin: bool = False
-    features: dict[str, Feature] = dataclasses.field(default_factory=dict)
-    decoded: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "splits", Splits(self.name, dict(self.splits)))
-
-
-# Built-in uint8 images without published statistics: map them to [-1, 1].
-_UINT8_STATS_BUILTIN = {"normalize": {"mean": 127.5, "std": 127.5}}
 # Pixel statistics of the digits train split (values 0..16).
 _DIGITS_STATS = {"normalize": {"mean": 4.88, "std": 6.02}}
 # Depth statistics of the bodies train split over all 400 x 64 x 64 pixels, as a bare normalize sees
@@ -129,7 +93,7 @@ _BUILTIN: dict[str, DatasetSpec] = {
     "faces": DatasetSpec(
         name="faces",
         splits={"train": "train", "validation": "validation", "test": "test"},
-        op_defaults=_UINT8_STATS_BUILTIN,
+        op_defaults=UINT8_STATS,
         builtin=True,
         features={"image": _grey(25, 25), "label": Feature("label", (), "int64", class_names=("non_face", "face"))},
     ),
@@ -149,7 +113,7 @@ _BUILTIN: dict[str, DatasetSpec] = {
     "random_dot_stereo": DatasetSpec(
         name="random_dot_stereo",
         splits={"train": "train", "validation": "validation", "test": "test"},
-        op_defaults=_UINT8_STATS_BUILTIN,
+        op_defaults=UINT8_STATS,
         builtin=True,
         features=_stereo(64, 96, right_view=True),
     ),
@@ -175,10 +139,11 @@ _BUILTIN: dict[str, DatasetSpec] = {
     "motorcycle": DatasetSpec(
         name="motorcycle",
         splits={"test": "test"},
-        op_defaults=_UINT8_STATS_BUILTIN,
+        op_defaults=UINT8_STATS,
         builtin=True,
         features=_stereo(500, 741, right_view=False),
     ),
+    **open_set.BUILTIN,  # digits_open_set, face_instances: metric learning on unseen classes
 }
 
 # Imported on use so that listing names never pays for TFDS builders.
@@ -190,12 +155,9 @@ _BUILDERS = {
     "motorcycle": "mlcv.data.sources.stereo_builders:Motorcycle",
     "digit_scenes": "mlcv.data.sources.scenes_builder:DigitScenes",
     "digit_scenes_single": "mlcv.data.sources.scenes_builder:DigitScenesSingle",
+    **open_set.BUILDERS,
 }
 
-# Catalogue datasets stored as uint8 images: map them to [-1, 1] unless their statistics are known.
-_UINT8_STATS = {"normalize": {"mean": 127.5, "std": 127.5}}
-
-_IMAGENET_STATS = {"normalize": {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}}
 _HOLD_OUT_10 = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}
 
 # TFDS detection datasets after ``decode_detection`` (mlcv/data/ops/catalogue.py): boxes in pixels, classes from
@@ -209,7 +171,7 @@ _DETECTION_ADDED = {
 
 
 def _detection(name: str, splits: dict[str, str]) -> DatasetSpec:
-    return DatasetSpec(name, splits, _IMAGENET_STATS, features=_DETECTION_ADDED, decoded=_DETECTION_DECODED)
+    return DatasetSpec(name, splits, IMAGENET_STATS, features=_DETECTION_ADDED, decoded=_DETECTION_DECODED)
 
 
 # Per-channel pixel statistics of the training splits (the usual published values, in 0-255 units) and the
@@ -225,12 +187,12 @@ _CATALOGUE: dict[str, DatasetSpec] = {
         "cifar100", _HOLD_OUT_10, {"normalize": {"mean": (129.30, 124.07, 112.43), "std": (68.17, 65.39, 70.42)}}
     ),
     "imagenette": DatasetSpec(
-        "imagenette", {"train": "train[:95%]", "validation": "train[95%:]", "test": "validation"}, _IMAGENET_STATS
+        "imagenette", {"train": "train[:95%]", "validation": "train[95%:]", "test": "validation"}, IMAGENET_STATS
     ),
     # Manual download: TFDS prepares it from the ILSVRC2012 tar files placed in its manual_dir. 10,009
     # training images (0.78 %) are held out for model selection; the official validation set is the test.
     "imagenet2012": DatasetSpec(
-        "imagenet2012", {"train": "train[10009:]", "validation": "train[:10009]", "test": "validation"}, _IMAGENET_STATS
+        "imagenet2012", {"train": "train[10009:]", "validation": "train[:10009]", "test": "validation"}, IMAGENET_STATS
     ),
     # Detection, read through decode_detection (e.g. pp "decode_detection|resize(512)|pad_boxes(50)|normalize";
     # for training decode_detection(crowd='drop', difficult='drop')). VOC 2007: 2,501 / 2,510 / 4,952 images,
@@ -245,10 +207,11 @@ _CATALOGUE: dict[str, DatasetSpec] = {
     "oxford_iiit_pet": DatasetSpec(
         "oxford_iiit_pet",
         _HOLD_OUT_10,
-        {**_IMAGENET_STATS, "decode_segmentation": {"mapping": "pet_trimap"}},
+        {**IMAGENET_STATS, "decode_segmentation": {"mapping": "pet_trimap"}},
         features={"segmentation": Feature("segmentation", (None, None), "uint8", class_names=("background", "pet"))},
         decoded={"image": "image"},
     ),
+    **open_set.CATALOGUE,  # caltech_birds2011, cars196, lfw with their open-set class splits
 }
 
 
@@ -281,13 +244,19 @@ def get(name: str) -> DatasetSpec:
             f"unknown dataset {name!r} (config.data.name): not a built-in dataset "
             f"({', '.join(builtin_names())}) nor a TFDS catalogue name"
         ) from None
-    return DatasetSpec(name=name, splits=dict(_HOLD_OUT_10), op_defaults=_UINT8_STATS)
+    return DatasetSpec(name=name, splits=dict(_HOLD_OUT_10), op_defaults=UINT8_STATS)
 
 
 def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, download: bool = True):
-    """A random-access data source of one TFDS split (prepared on first use)."""
+    """A random-access data source of one TFDS split (prepared on first use).
+
+    ``split`` may carry class-filter options after the TFDS split (``"train+test|classes=0:100|images=:90%"``):
+    the source is then a :class:`~mlcv.data.class_filter.ClassFilteredSource` of those records, as it is for a
+    dataset whose label is a name (LFW's), whose records carry an id in its place.
+    """
     import tensorflow_datasets as tfds
 
+    split, options = class_filter.parse(split)
     if spec.builtin:
         builder = _builder(spec.name, data_dir)
         if not builder.is_prepared():
@@ -296,13 +265,14 @@ def source(spec: DatasetSpec, split: str, *, data_dir: str | None = None, downlo
                 builder = _builder(spec.name, data_dir)
                 if not builder.is_prepared():
                     builder.download_and_prepare(file_format="array_record")
-        return builder.as_data_source(split=split)
+        return class_filter.wrap(builder.as_data_source(split=split), options)
     try:
-        return tfds.data_source(spec.name, split=split, data_dir=data_dir, download=download)
+        src = tfds.data_source(spec.name, split=split, data_dir=data_dir, download=download)
     except Exception as e:  # TFDS raises many types for "not there / cannot fetch"
         raise ConfigError(
             f"cannot load TFDS dataset {spec.name!r} split {split!r} (config.data.name / config.data.data_dir): {e}"
         ) from None
+    return class_filter.wrap(src, options)
 
 
 # meta() takes a ``source`` argument, which hides the function of that name inside it.

@@ -8,14 +8,16 @@ Each entry of ``config.evals`` names a registered evaluator and its arguments, e
 """
 
 # The evaluator modules register themselves on import.
-from mlcv.evaluators import classification, detection, loss, ranking, segmentation  # noqa: F401
+from mlcv.evaluators import classification, detection, loss, ranking, retrieval, segmentation, verification  # noqa: F401
 from mlcv.evaluators.base import Evaluator, SummingEvaluator
 from mlcv.evaluators.classification import ClassificationEvaluator
 from mlcv.evaluators.detection import DetectionEvaluator
 from mlcv.evaluators.loss import LossEvaluator
 from mlcv.evaluators.ranking import AveragePrecisionEvaluator, average_precision, precision_recall_curve
 from mlcv.evaluators.registry import build, get, names, register
+from mlcv.evaluators.retrieval import RetrievalEvaluator
 from mlcv.evaluators.segmentation import SegmentationEvaluator, segmentation_scores
+from mlcv.evaluators.verification import VerificationEvaluator
 
 __all__ = [
     "AveragePrecisionEvaluator",
@@ -23,8 +25,10 @@ __all__ = [
     "DetectionEvaluator",
     "Evaluator",
     "LossEvaluator",
+    "RetrievalEvaluator",
     "SegmentationEvaluator",
     "SummingEvaluator",
+    "VerificationEvaluator",
     "average_precision",
     "build",
     "get",

@@ -15,6 +15,13 @@ recall) need every example of the split before anything can be computed:
    ``(scalars, extras)``.
 4. :meth:`Evaluator.reset` readies the evaluator for the next pass.
 
+Fitting on another split: an evaluator whose metric needs something learned from data other than the
+split it scores (a verification threshold chosen on validation, the weights of a learned distance fitted on
+train) lists those splits' roles in :attr:`Evaluator.fit_roles`. Before the final test pass the training loop
+evaluates each of those roles, in the order train, validation, and after the pass's last :meth:`Evaluator.update`,
+before :meth:`Evaluator.result` and :meth:`Evaluator.reset`, calls :meth:`Evaluator.fit` with the role; the
+evaluator fits from its own accumulated state and keeps what it fitted through later resets.
+
 Padding: the last batch of a split is padded to the batch size, padded rows
 having ``batch["mask"] == 0``. An evaluator must leave them out, either by
 weighting them with the mask in ``batch_fn`` or by dropping them in
@@ -54,6 +61,9 @@ class Evaluator(abc.ABC):
     #: Scalars that a healthy run never leaves non-finite: a NaN on validation stops the run
     #: (the loss does; an average precision without positives is NaN for a legitimate reason).
     must_be_finite: ClassVar[frozenset[str]] = frozenset()
+    #: The roles (``"train"``, ``"validation"``) whose passes :meth:`fit` learns from, in the order the loop
+    #: evaluates them (train first). Empty for an evaluator that fits nothing; an instance may set its own.
+    fit_roles: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def batch_fn(self, outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]) -> Any:
@@ -85,6 +95,14 @@ class Evaluator(abc.ABC):
           float (NaN where the split leaves it undefined); ``extras`` holds JSON-able non-scalar
           results (lists, nested lists, numbers) such as per-class values or curves.
         """
+
+    def fit(self, role: str) -> None:
+        """Learns what later passes use from the pass over ``role`` just accumulated (one of :attr:`fit_roles`).
+
+        Called after that pass's last :meth:`update` and before its :meth:`result` and :meth:`reset`; what it
+        fits survives :meth:`reset` and applies to every later pass. The default fits nothing.
+        """
+        del role  # nothing to fit unless a subclass declares fit_roles
 
     def plot(self, extras: Mapping[str, Any], directory: Path, prefix: str) -> list[Path]:
         """Draws figures of ``extras`` (as :meth:`result` returned them) into ``directory``.

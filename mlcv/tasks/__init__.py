@@ -13,6 +13,7 @@ from mlcv.tasks.distillation import DistillationTask
 from mlcv.tasks.faster_rcnn import FasterRCNNTask
 from mlcv.tasks.localization import LocalizationTask
 from mlcv.tasks.mask_rcnn import MaskRCNNTask
+from mlcv.tasks.metric_learning import MetricLearningTask
 from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
 from mlcv.tasks.segmentation import SegmentationTask
@@ -26,6 +27,7 @@ _TASKS: dict[str, type[Task]] = {
     "fast_rcnn": FastRCNNTask,
     "localization": LocalizationTask,
     "mask_rcnn": MaskRCNNTask,
+    "metric_learning": MetricLearningTask,
     "rcnn": RCNNTask,
     "retinanet": RetinaNetTask,
     "segmentation": SegmentationTask,

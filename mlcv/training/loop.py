@@ -85,6 +85,7 @@ class _Trainer:
         self.mesh = sharding.data_mesh()
         dc = config.data
         checks = (dc.name, setup.task.range_checks())
+        pk = (dc.get("identities_per_batch") or 0, dc.get("images_per_identity") or 0)  # P x K identity batches
         self._pp = {"op_defaults": setup.spec.op_defaults, "keys": setup.task.batch_keys, "checks": checks}
         self.train_iter = iter(
             pipeline.train_loader(
@@ -93,6 +94,7 @@ class _Trainer:
                 pp=dc.pp_train,
                 seed=config.seed,
                 worker_count=dc.worker_count,
+                identities=pk if pk[0] else None,
                 **self._pp,
             )
         )
@@ -164,8 +166,12 @@ class _Trainer:
         )
         self.compile_s = time.time() - t0
 
-    def evaluate(self, role: str, average: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
-        """Every evaluator's scalars and extras on one split, of the raw or the averaged parameters."""
+    def evaluate(self, role: str, average: bool = False, fit: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+        """Every evaluator's scalars and extras on one split, of the raw or the averaged parameters.
+
+        ``fit``: evaluators that fit something on this split (a verification threshold on validation) fit it
+        from the pass, before their results, and keep it for the next passes (the test's).
+        """
         dc = self.config.data
         batches = pipeline.eval_batches(
             self.setup.sources[role], batch_size=dc.eval_batch_size, pp=dc.pp_eval, **self._pp
@@ -176,6 +182,9 @@ class _Trainer:
             fetched = jax.device_get(self.eval_step(state, sharding.put_batch(b, self.mesh)))
             for name, ev in self.evaluators.items():
                 ev.update(fetched[name])
+        for ev in self.evaluators.values() if fit else ():
+            if role in ev.fit_roles:
+                ev.fit(role)
         return runs.results(self.evaluators)
 
     def _nonfinite(self, what: str, value: float, step: int) -> NonFiniteError:
@@ -296,21 +305,6 @@ class _Trainer:
         self.ckpts.wait()
         self.stops.check(step)  # raises Interrupted once every save is on disk
 
-    def _check_replicas(self) -> bool | None:
-        """On several processes, checks every process holds the same parameters (None on one process).
-
-        Replicated arrays are one logical value; a host whose copy drifted (a
-        non-deterministic kernel, a bad link) would make checkpoints and
-        results depend on which host wrote them.
-        """
-        if jax.process_count() == 1:
-            return None
-        from jax.experimental import multihost_utils
-
-        local = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(self.state.params)]
-        multihost_utils.assert_equal(local, "parameters differ between processes")
-        return True
-
     def finish(self, t_start: float) -> dict[str, Any]:
         """Evaluates the checkpoint best on validation on validation and test; writes the summary and plots.
 
@@ -332,8 +326,10 @@ class _Trainer:
                 self._say(f"{e}; evaluating the newest step, {step}, instead")
                 fallback = {"checkpoint_fallback": f"best step {best_step}: {e.reason}; evaluated step {step}"}
                 best_step = step
-        replicas_identical = self._check_replicas()
-        val, _ = self.evaluate("validation")
+        replicas_identical = sharding.check_replicas(self.state.params)
+        if any("train" in ev.fit_roles for ev in self.evaluators.values()):  # DeepFace's weights: training pairs
+            self.evaluate("train", fit=True)
+        val, _ = self.evaluate("validation", fit=True)
         test, test_extras = self.evaluate("test")
         averaged = {}
         if self.averaged:

@@ -30,6 +30,9 @@ RANGES: dict[str, Range] = {
     "data.batch_size": config_lib.POSITIVE_INT,
     "data.eval_batch_size": config_lib.POSITIVE_INT,
     "data.worker_count": config_lib.NON_NEGATIVE_INT,
+    # P x K identity batches (metric learning); 0 = plain shuffled batches. The sampler checks the rest.
+    "data.identities_per_batch": config_lib.NON_NEGATIVE_INT,
+    "data.images_per_identity": config_lib.NON_NEGATIVE_INT,
     "early_stopping.patience_evals": config_lib.NON_NEGATIVE_INT,  # 0 never stops early
     "early_stopping.min_delta": config_lib.NON_NEGATIVE,
     # At least the newest checkpoint must stay: a restart resumes from it.
@@ -141,6 +144,9 @@ class RunSetup:
                 f"config.data.batch_size={dc.batch_size}: must be an integer in [1, {n_train}], "
                 f"the training examples of {dc.name!r}"
             )
+        if dc.get("identities_per_batch"):  # P x K batches: a class with fewer than K images fails here, not mid-run
+            pk = (dc.identities_per_batch, dc.images_per_identity)
+            pipeline.identity_sampler(self.sources["train"], pk, dc.batch_size, config.seed)
         self.steps_per_epoch = spe = n_train // dc.batch_size
         self.total_steps = config_lib.steps(config, "total", spe)
         if self.total_steps is None:

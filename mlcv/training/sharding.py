@@ -45,3 +45,18 @@ def _to32(a: np.ndarray) -> np.ndarray:
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
     """Places every leaf of ``tree`` on every device."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def check_replicas(params: Any) -> bool | None:
+    """On several processes, checks every process holds the same parameters (None on one process).
+
+    Replicated arrays are one logical value; a host whose copy drifted (a non-deterministic kernel, a bad
+    link) would make checkpoints and results depend on which host wrote them.
+    """
+    if jax.process_count() == 1:
+        return None
+    from jax.experimental import multihost_utils
+
+    local = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(params)]
+    multihost_utils.assert_equal(local, "parameters differ between processes")
+    return True

@@ -24,6 +24,8 @@ EXPECTED_META = {
     "motorcycle": (None, (), (500, 741, 1)),
     "digit_scenes": (11, ("background", *"0123456789"), (96, 96, 3)),
     "digit_scenes_single": (11, ("background", *"0123456789"), (64, 64, 3)),
+    "digits_open_set": (10, tuple("0123456789"), (8, 8, 1)),
+    "face_instances": (100, tuple(str(i) for i in range(100)), (25, 25, 1)),
 }
 
 
