@@ -43,7 +43,7 @@ class VerificationEvaluator(Evaluator):
     anything), and ``threshold`` (a distance; its "min" direction is nominal, no model is chosen on it).
 
     Extras: ``roc_far``, ``roc_tar``, ``roc_thresholds`` (the ROC curve, at most ``roc_points`` points; the first
-    threshold, ``-inf``, accepts nothing), ``threshold_from`` (the role it was fitted on, or
+    point accepts nothing, its threshold written as -1), ``threshold_from`` (the role it was fitted on, or
     ``"this split (optimistic)"``), ``threshold_far`` and ``threshold_tar`` (the operating point),
     ``verification_pairs`` (positive and negative counts), and for deepface ``deepface_fit`` and
     ``deepface_alpha``.
@@ -159,7 +159,8 @@ class VerificationEvaluator(Evaluator):
         extras: dict[str, Any] = {
             "roc_far": far.tolist(),
             "roc_tar": tar.tolist(),
-            "roc_thresholds": thresholds.tolist(),
+            # The "accept nothing" point: -1 accepts no distance as -inf does, and keeps the summary finite JSON.
+            "roc_thresholds": np.where(np.isneginf(thresholds), -1.0, thresholds).tolist(),
             "threshold_from": self.threshold_from if self.threshold is not None else OPTIMISTIC,
             "threshold_far": operating[0],
             "threshold_tar": operating[1],
