@@ -79,3 +79,16 @@ def test_a_run_reports_retrieval_and_verification_on_unseen_identities(tmp_path,
     records = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     if method != "deepface":
         assert any("train/active_fraction" in r for r in records)
+
+
+def test_the_catalogue_recipe_runs_on_mock_cars196(tmp_path):
+    """experiments/retrieval_catalogue.py (runlocal) through the TFDS catalogue path: Cars196's class split, P x K
+    batches, retrieval over the 98 test classes (tfds.testing.mock_data: random images and labels)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from experiments import retrieval_catalogue
+
+    config = retrieval_catalogue.get_config("dataset=cars,runlocal")
+    with tfds.testing.mock_data(num_examples=1500):
+        summary = mlcv.run(config, tmp_path / "cars")
+    assert 0.0 <= summary["test"]["recall_at_1"] <= 1.0
+    assert summary["best_step"] == 2
