@@ -48,7 +48,7 @@ class MetricLearningTask(Task):
     input_keys = ("image",)
     target_keys = ("label",)
     headline = "recall_at_1"
-    also_reported = ("map_at_r", "verification_accuracy")
+    also_reported = ("map_at_r", "verification_accuracy", "roc_auc")
 
     def __init__(self, config: ml_collections.ConfigDict, meta: Any, runs: Sequence[Any] = ()):
         lc = config.loss

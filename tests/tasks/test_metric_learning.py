@@ -14,7 +14,7 @@ from experiments import digits_metric_learning
 from mlcv import data, models, tasks
 from mlcv.config import ConfigError
 from mlcv.models.embedding import EmbeddingNet
-from mlcv.orchestration import sweep
+from mlcv.orchestration import enrolment, sweep
 
 
 def _config(method: str = "triplet_semi_hard", **overrides):
@@ -79,6 +79,12 @@ def test_a_run_reports_retrieval_and_verification_on_unseen_identities(tmp_path,
     records = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     if method != "deepface":
         assert any("train/active_fraction" in r for r in records)
+        # The course's enrolment: digit 9 cannot be named before it is enrolled, and is after, with the same weights.
+        out = enrolment.run(str(tmp_path / method), enrol=5)
+        assert out["new_identity"] == 9 and out["before"]["new_identity_probes_recognised"] == 0.0
+        assert out["after"]["new_identity_probes_recognised"] > 0.5
+        assert out["after"]["gallery_images"] == out["before"]["gallery_images"] + 5
+        assert (tmp_path / method / "enrolment.json").is_file()
 
 
 def test_the_catalogue_recipe_runs_on_mock_cars196(tmp_path):
