@@ -10,7 +10,11 @@ never seen in training. Every row trains the same small CNN (32-64 channels, den
 normalisation) for 1000 steps of 5 identities x 12 images (Adam 1e-3, cosine), the checkpoint chosen on
 validation mAP@R, and differs only in the loss. ``method=NAME`` runs one row as a single experiment.
 
-Reaches: see docs/digits_metric_learning.md (Recall@1, mAP@R, verification accuracy; seeds 0-2).
+Reaches (test Recall@1 on digits 5-9, mean ± sample std over seeds 0-2; 13-18 s a run on the 2-core CPU, 462 s for
+the 30 runs): softmax 87.83 ± 2.85 %, ArcFace 88.73 ± 1.83, triplets 82.14-85.12 (semi-hard 85.12 ± 2.75, random
+84.26 ± 3.58), contrastive margin 71.02 ± 6.83, unbounded 79.09 ± 5.02 normalised and 27.74 ± 3.13 not (its loss
+diverges), DeepFace 84.38 ± 0.59; mAP@R 24-33 %, verification AUC 67-73 %. Table and discussion:
+docs/digits_metric_learning.md.
 """
 
 from __future__ import annotations
