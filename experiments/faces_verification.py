@@ -11,7 +11,10 @@ validate, 50-99 test, so the test pairs (views of the same face, views of two di
 faces never seen in training. A small CNN (16-32-64 channels, a 64-d projection, L2 normalisation) trained for
 1500 steps of 8 faces x 8 views; the verification threshold is chosen on the validation pairs.
 
-Reaches: not yet measured (see docs/results.md once it is).
+Reaches (test, 50 unseen faces, 1,400 positive and 1,400 negative pairs, seeds 0-2, mean ± sample std): triplets
+Recall@1 94.75 ± 2.38 %, verification accuracy 93.88 ± 2.58, AUC 98.66 ± 0.88, TAR at FAR 1e-2 74.19 ± 14.81;
+ArcFace 95.67 ± 1.23, 92.56 ± 2.63, 98.31 ± 0.65, 70.93 ± 10.57. 105-208 s a run on the 2-core CPU beside the test
+suite. Per seed: docs/results.md#faces_verification.
 """
 
 from __future__ import annotations
