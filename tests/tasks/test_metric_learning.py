@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import launch_cmd
 
 import mlcv
 from experiments import digits_metric_learning
@@ -60,7 +62,7 @@ def test_k_larger_than_a_class_is_refused_before_anything_is_written(tmp_path):
     config = _config(**{"data.identities_per_batch": 2, "data.images_per_identity": 200, "data.batch_size": 400})
     with pytest.raises(ConfigError, match=r"images_per_identity"):
         mlcv.run(config, tmp_path / "run")
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run").exists()  # refused in the set-up, before config.json or anything else
 
 
 @pytest.mark.parametrize("method", ["triplet_semi_hard", "deepface"])
@@ -98,3 +100,15 @@ def test_the_catalogue_recipe_runs_on_mock_cars196(tmp_path):
         summary = mlcv.run(config, tmp_path / "cars")
     assert 0.0 <= summary["test"]["recall_at_1"] <= 1.0
     assert summary["best_step"] == 2
+
+
+def test_a_single_identity_batch_from_the_command_line_is_one_error_line(tmp_path):
+    """Bad input on the command line: exit status 2, one ``error:`` line naming the key, no traceback, no workdir."""
+    config = "experiments/digits_metric_learning.py:method=triplet_semi_hard,runlocal"
+    workdir = tmp_path / "run"
+    args = ["--config", config, "--config.data.identities_per_batch=1", "--workdir", str(workdir)]
+    done = subprocess.run(launch_cmd(*args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "config.data.identities_per_batch" in errors[0]
+    assert "Traceback" not in done.stderr and not workdir.exists()
