@@ -85,6 +85,11 @@ class Task(abc.ABC):
         ConfigError naming the dataset for any other value, on the host (on the device it would pass silently)."""
         return {}
 
+    def train_range_checks(self) -> dict[str, tuple[int, int | None]]:
+        """:meth:`range_checks` of the training batches (default: the same); an open-set task trains on some
+        classes and is evaluated on others."""
+        return self.range_checks()
+
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
         """The model that ``self.config.model`` describes, sized from ``self.meta``."""

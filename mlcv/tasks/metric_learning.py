@@ -76,6 +76,11 @@ class MetricLearningTask(Task):
             raise ConfigError(f"config.loss.mining={lc.mining!r}: must be one of {', '.join(embedding_losses.MININGS)}")
         super().__init__(config, meta, runs)
 
+    def train_range_checks(self) -> dict[str, tuple[int, int | None]]:
+        """A softmax or ArcFace head classifies ``train_classes`` identities: a training label outside them would
+        be a row of zeros in the loss's one-hot. Evaluation splits hold other identities by design: not checked."""
+        return {"label": (self.train_classes, None)} if self.loss_name in ("softmax", "arcface") else {}
+
     def build_model(self) -> nn.Module:
         """``config.model`` with ``config.embedding.dim`` outputs, wrapped in an :class:`EmbeddingNet`."""
         ec = self.config.embedding

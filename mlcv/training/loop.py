@@ -95,7 +95,7 @@ class _Trainer:
                 seed=config.seed,
                 worker_count=dc.worker_count,
                 identities=pk if pk[0] else None,
-                **self._pp,
+                **{**self._pp, "checks": (dc.name, setup.task.train_range_checks())},
             )
         )
         example = self._example("train", dc.batch_size, dc.pp_train)

@@ -112,3 +112,9 @@ def test_a_single_identity_batch_from_the_command_line_is_one_error_line(tmp_pat
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "config.data.identities_per_batch" in errors[0]
     assert "Traceback" not in done.stderr and not workdir.exists()
+
+
+def test_training_labels_outside_the_heads_classes_raise_naming_the_dataset(tmp_path):
+    """A softmax head over 3 identities cannot train on digits 0-4; the test digits 5-9 are not checked (open set)."""
+    with pytest.raises(ConfigError, match=r"digits_open_set.*label"):
+        mlcv.run(_config("softmax", **{"embedding.train_classes": 3}), tmp_path / "run")
