@@ -25,6 +25,8 @@ KINDS = (
     "image_right",  # the right view of a stereo pair: [H, W, C]
     "identity",  # who or what an example is: a face's person, an object instance, a record's id
     "depth",  # a depth map target in metres: [H, W]
+    "flow",  # (dx, dy) in pixels from a pixel of the first frame to its position in the next: [H, W, 2]
+    "calibration",  # a camera constant of every record (focal length in pixels, stereo baseline): []
 )
 
 # The keys whose class count is a dataset's num_classes, in order of preference.

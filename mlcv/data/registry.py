@@ -4,7 +4,8 @@ TFDS is the storage: a built-in dataset is a TFDS builder of :mod:`mlcv.data.sou
 the TFDS data dir as ArrayRecord files, and every dataset, built-in or from the catalogue, is read back
 as a random-access ``tfds`` data source that the grain pipelines of :mod:`mlcv.data.pipeline` index into.
 A split string may add class-filter options to the TFDS split (:mod:`mlcv.data.class_filter`); the open-set
-datasets of metric learning are declared in :mod:`mlcv.data.open_set`, the spec type in :mod:`mlcv.data.specs`.
+datasets of metric learning are declared in :mod:`mlcv.data.open_set`, the rendered stereo and flow
+datasets in :mod:`mlcv.data.stereo_specs`, the spec type in :mod:`mlcv.data.specs`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlcv.config import ConfigError
-from mlcv.data import class_filter, open_set
+from mlcv.data import class_filter, open_set, stereo_specs
 from mlcv.data.features import DatasetMeta, Feature, from_features, from_tfds
 from mlcv.data.sources import bodies
 from mlcv.data.specs import IMAGENET_STATS, ROLES, UINT8_STATS, DatasetSpec, Splits
@@ -144,6 +145,7 @@ _BUILTIN: dict[str, DatasetSpec] = {
         features=_stereo(500, 741, right_view=False),
     ),
     **open_set.BUILTIN,  # digits_open_set, face_instances: metric learning on unseen classes
+    **stereo_specs.BUILTIN,  # stereo_planes, flow_layers: rendered textured planes
 }
 
 # Imported on use so that listing names never pays for TFDS builders.
@@ -156,6 +158,7 @@ _BUILDERS = {
     "digit_scenes": "mlcv.data.sources.scenes_builder:DigitScenes",
     "digit_scenes_single": "mlcv.data.sources.scenes_builder:DigitScenesSingle",
     **open_set.BUILDERS,
+    **stereo_specs.BUILDERS,
 }
 
 _HOLD_OUT_10 = {"train": "train[:90%]", "validation": "train[90%:]", "test": "test"}

@@ -8,22 +8,36 @@ Each entry of ``config.evals`` names a registered evaluator and its arguments, e
 """
 
 # The evaluator modules register themselves on import.
-from mlcv.evaluators import classification, detection, loss, ranking, retrieval, segmentation, verification  # noqa: F401
+from mlcv.evaluators import (  # noqa: F401
+    classification,
+    detection,
+    flow,
+    loss,
+    ranking,
+    retrieval,
+    segmentation,
+    stereo,
+    verification,
+)
 from mlcv.evaluators.base import Evaluator, SummingEvaluator
 from mlcv.evaluators.classification import ClassificationEvaluator
 from mlcv.evaluators.detection import DetectionEvaluator
+from mlcv.evaluators.flow import FlowEvaluator, flow_to_color
 from mlcv.evaluators.loss import LossEvaluator
 from mlcv.evaluators.ranking import AveragePrecisionEvaluator, average_precision, precision_recall_curve
 from mlcv.evaluators.registry import build, get, names, register
 from mlcv.evaluators.retrieval import RetrievalEvaluator
 from mlcv.evaluators.segmentation import SegmentationEvaluator, segmentation_scores
+from mlcv.evaluators.stereo import DisparityEvaluator
 from mlcv.evaluators.verification import VerificationEvaluator
 
 __all__ = [
     "AveragePrecisionEvaluator",
     "ClassificationEvaluator",
     "DetectionEvaluator",
+    "DisparityEvaluator",
     "Evaluator",
+    "FlowEvaluator",
     "LossEvaluator",
     "RetrievalEvaluator",
     "SegmentationEvaluator",
@@ -31,6 +45,7 @@ __all__ = [
     "VerificationEvaluator",
     "average_precision",
     "build",
+    "flow_to_color",
     "get",
     "names",
     "precision_recall_curve",

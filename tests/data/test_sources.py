@@ -26,6 +26,8 @@ EXPECTED_META = {
     "digit_scenes_single": (11, ("background", *"0123456789"), (64, 64, 3)),
     "digits_open_set": (10, tuple("0123456789"), (8, 8, 1)),
     "face_instances": (100, tuple(str(i) for i in range(100)), (25, 25, 1)),
+    "stereo_planes": (None, (), (64, 128, 1)),
+    "flow_layers": (None, (), (64, 96, 1)),
 }
 
 

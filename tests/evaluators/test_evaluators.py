@@ -320,7 +320,8 @@ def test_registry_names_and_build():
 
 
 def test_registry_errors_name_the_culprit():
-    with pytest.raises(ConfigError, match=r"'nope'.*config\.evals.*average_precision, classification, detection, loss"):
+    valid = "average_precision, classification, detection, disparity, flow, loss"
+    with pytest.raises(ConfigError, match=rf"'nope'.*config\.evals.*{valid}"):
         evaluators.build({"type": "nope"})
     with pytest.raises(ConfigError, match=r"'classification'.*'labels_key'.*label_key"):
         evaluators.build({"type": "classification", "num_classes": 3, "labels_key": "y"})
