@@ -35,3 +35,21 @@ enable_compilation_cache()
 def launch_cmd(*args: str) -> list[str]:
     """The command line of ``launch.py`` with this interpreter."""
     return [sys.executable, str(ROOT / "launch.py"), *args]
+
+
+def padded_batches(arrays: dict, rng, batch_size: int) -> list[dict]:
+    """Equal-length arrays in batches of ``batch_size``; the last padded with random rows of ``mask`` 0, so an
+    evaluator that ignores the mask gets it wrong."""
+    import numpy as np
+
+    n = len(next(iter(arrays.values())))
+    out = []
+    for start in range(0, n, batch_size):
+        real = min(batch_size, n - start)
+        batch = {
+            k: np.concatenate([a[start : start + real], a[rng.integers(0, n, batch_size - real)]])
+            for k, a in arrays.items()
+        }
+        batch["mask"] = np.r_[np.ones(real), np.zeros(batch_size - real)].astype(np.float32)
+        out.append(batch)
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from conftest import padded_batches
 
 from mlcv import evaluators
 from mlcv.config import ConfigError
@@ -17,17 +18,8 @@ N, H, W = 11, 12, 16
 
 
 def batches(arrays: dict[str, np.ndarray], rng: np.random.Generator, batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Equal-length arrays in batches of ``batch_size``; the last padded with random rows of mask 0."""
-    n = len(next(iter(arrays.values())))
-    out = []
-    for start in range(0, n, batch_size):
-        real = min(batch_size, n - start)
-        batch = {
-            k: np.concatenate([a[start : start + real], a[rng.integers(0, n, batch_size - real)]])
-            for k, a in arrays.items()
-        }
-        batch["mask"] = np.r_[np.ones(real), np.zeros(batch_size - real)].astype(np.float32)
-        out.append(batch)
+    """The split in padded batches (conftest.padded_batches), the last one padded."""
+    out = padded_batches(arrays, rng, batch_size)
     assert out[-1]["mask"].sum() < batch_size
     return out
 
