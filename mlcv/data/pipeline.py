@@ -19,6 +19,7 @@ from absl import flags
 from mlcv.config import ConfigError
 from mlcv.data import class_filter
 from mlcv.data import ops as ops_lib
+from mlcv.data.ops import checks as example_checks
 from mlcv.data.samplers import IdentitySampler
 
 # Grain's default read-ahead (16 threads, 500 records) spends most of its time
@@ -46,10 +47,31 @@ class Preprocess(gp.RandomMapTransform):
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         if self._op is None:
             self._op = ops_lib.parse(self.spec, self.defaults)
-        return check_labels(_select(self._op(dict(element), rng), self.keys), self.checks)
+        return check_labels(_select(preprocess(self._op, element, rng, self.spec, self.checks), self.keys), self.checks)
 
     def __getstate__(self):
         return {"spec": self.spec, "defaults": self.defaults, "keys": self.keys, "checks": self.checks, "_op": None}
+
+
+def preprocess(
+    op: ops_lib.Op, example: dict[str, Any], rng: np.random.Generator, spec: str, checks: LabelChecks | None
+) -> dict[str, Any]:
+    """``op`` applied to a copy of ``example``, the result checked (views' sizes, finite ground truth).
+
+    A ValueError of an op or a check (a crop larger than the image, views of different sizes, NaN disparity where
+    the mask says valid: :mod:`mlcv.data.ops.checks`) becomes, with ``checks`` given, a ConfigError naming the
+    dataset and the op string, as :func:`check_labels` reports bad labels.
+    """
+    try:
+        out = op(dict(example), rng)
+        example_checks.check_sizes(out)
+        return example_checks.check_finite(out)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        if not checks:
+            raise
+        raise ConfigError(f"dataset {checks[0]!r} (config.data.name), preprocessing {spec!r}: {e}") from e
 
 
 def check_labels(example: dict[str, Any], checks: LabelChecks | None) -> dict[str, Any]:
@@ -269,5 +291,8 @@ def example_batch(
     """A batch of ``size`` preprocessed records, for shapes (init, compilation)."""
     op = ops_lib.parse(pp, op_defaults)
     rng = np.random.default_rng(0)
-    examples = [check_labels(_select(op(dict(source[i % len(source)]), rng), keys), checks) for i in range(size)]
+    examples = [
+        check_labels(_select(preprocess(op, source[i % len(source)], rng, pp, checks), keys), checks)
+        for i in range(size)
+    ]
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}

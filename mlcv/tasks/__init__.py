@@ -17,17 +17,21 @@ from mlcv.tasks.metric_learning import MetricLearningTask
 from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
 from mlcv.tasks.segmentation import SegmentationTask
+from mlcv.tasks.stereo import DisparityTask, FlowTask, MonodepthTask
 from mlcv.tasks.yolov3 import YOLOv3Task
 
 _TASKS: dict[str, type[Task]] = {
     "centernet": CenterNetTask,
     "classification": ClassificationTask,
+    "disparity": DisparityTask,
     "distillation": DistillationTask,
     "faster_rcnn": FasterRCNNTask,
+    "flow": FlowTask,
     "fast_rcnn": FastRCNNTask,
     "localization": LocalizationTask,
     "mask_rcnn": MaskRCNNTask,
     "metric_learning": MetricLearningTask,
+    "monodepth": MonodepthTask,
     "rcnn": RCNNTask,
     "retinanet": RetinaNetTask,
     "segmentation": SegmentationTask,

@@ -347,9 +347,9 @@ def test_keys_outside_moves_pass_through(name):
 
 
 def test_photometric_ops_move_views_only():
-    """normalize, scale and color_jitter declare both views; cutout the left image alone; none moves masks."""
+    """normalize, scale and color_jitter declare every view; cutout the left image alone; none moves masks."""
     for name in ("normalize", "scale", "color_jitter"):
-        assert ops.moves(name) == ("image", "image_right")
+        assert ops.moves(name) == ("image", "image_right", "image_next")
     assert ops.moves("cutout") == ("image",)
     assert "masks" in ops.moves("flip_lr") and "disparity_right" in ops.moves("random_crop")
     assert "image_right" not in ops.moves("rotate")
@@ -358,9 +358,10 @@ def test_photometric_ops_move_views_only():
 
 
 def test_color_jitter_same_draw_on_both_views():
-    """With identical views, color_jitter keeps them identical: same order and factors."""
+    """With identical views, color_jitter(same_for_views=True) keeps them identical: same order and factors."""
     img = np.random.default_rng(0).random((6, 8, 3)).astype(np.float32)
-    out = ops.parse("color_jitter(0.5, 0.5, 0.5)")({"image": img, "image_right": img.copy()}, np.random.default_rng(3))
+    op = ops.parse("color_jitter(0.5, 0.5, 0.5, same_for_views=True)")
+    out = op({"image": img, "image_right": img.copy()}, np.random.default_rng(3))
     np.testing.assert_array_equal(out["image"], out["image_right"])
     assert not np.array_equal(out["image"], img)
 

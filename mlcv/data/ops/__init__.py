@@ -18,14 +18,16 @@ Modules, by what their ops move (``moves(name)`` lists the keys of one op):
 - :mod:`.boxes`: box arrays, ``pad_boxes`` and ``keep``;
 - :mod:`.catalogue`: TFDS catalogue records into the contract (``decode_detection``);
 - :mod:`.proposals`: region proposals (``selective_search``), moved by the geometric ops like boxes;
-- :mod:`.image_fns`: the pure image helpers behind them.
+- :mod:`.image_fns`: the pure image helpers behind them;
+- :mod:`.checks`: checks of whole examples (views' sizes, finite ground truth) and of a configured
+  disparity range.
 
 Keys absent from an example are not moved; keys an op does not know (ids,
 file names) pass through untouched.
 """
 
 # Importing the op modules registers their ops.
-from mlcv.data.ops import boxes, catalogue, geometric, photometric, proposals
+from mlcv.data.ops import boxes, catalogue, checks, geometric, photometric, proposals
 from mlcv.data.ops.registry import Example, Op, moves, names, parse, register
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "Op",
     "boxes",
     "catalogue",
+    "checks",
     "geometric",
     "moves",
     "names",

@@ -1,7 +1,9 @@
 """Geometric ops: each moves every key of the data contract together (see :mod:`mlcv.data.ops.spatial`).
 
-Images are resampled bilinearly; masks, segmentation, depth and disparity by
-nearest neighbour; boxes geometrically, clipped to the image, with boxes left
+Images (every view: ``image``, ``image_right``, ``image_next``) are resampled
+bilinearly; masks, segmentation, depth, disparity, occlusion and flow by
+nearest neighbour, disparity and flow values rescaled with the pixels (and
+``focal_px`` with the width); boxes geometrically, clipped to the image, with boxes left
 empty dropped together with their labels and mask rows. ``seg_fill`` is the
 ``segmentation`` value of areas an op pads in (255, "ignore", by default);
 other keys pad with 0. On an image-only example each op draws the same random
@@ -37,9 +39,11 @@ def flip_lr(p: float = 0.5) -> Op:
 
     A stereo pair (``image_right``) swaps its views as it mirrors them: new left = mirror(old right), new right =
     mirror(old left). Its ``disparity`` must then be the mirrored right-view disparity, so a pair with
-    ``disparity`` needs ``disparity_right`` (likewise ``disparity_mask`` needs ``disparity_right_mask``), and
+    ``disparity`` needs ``disparity_right`` (likewise ``disparity_mask`` needs ``disparity_right_mask`` and
+    ``occlusion`` needs ``occlusion_right``), and
     left-view-only annotations (boxes, masks, segmentation, depth) cannot come along: such examples raise
     ValueError whatever the draw, so a bad pipeline fails on its first record rather than on half of them.
+    A frame pair (``image_next``) mirrors both frames and negates the x component of ``flow``.
     """
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
@@ -53,7 +57,7 @@ def flip_lr(p: float = 0.5) -> Op:
 
 @register("flip_ud", moves=MOVES)
 def flip_ud(p: float = 0.5) -> Op:
-    """Mirrors upside-down with probability ``p``; both stereo views alike, disparity values kept."""
+    """Mirrors upside-down with probability ``p``; both views alike, disparity values kept, flow dy negated."""
 
     def op(ex: Example, rng: np.random.Generator) -> Example:
         if rng.random() < p:
@@ -67,7 +71,7 @@ def flip_ud(p: float = 0.5) -> Op:
 def random_crop(size: int | tuple[int, int], pad: int = 0, seg_fill: float = SEG_FILL) -> Op:
     """Pads by ``pad`` on each side (0; ``seg_fill`` for segmentation), then crops ``size`` at a random place.
 
-    Both stereo views are cropped at the same place, so disparities are unchanged.
+    Both views of a pair (stereo or frames) are cropped at the same place, so disparities and flow are unchanged.
     """
     h, w = _hw(size)
 
@@ -101,7 +105,8 @@ def center_crop(size: int | tuple[int, int]) -> Op:
 def resize(size: int | tuple[int, int]) -> Op:
     """Resizes to ``size`` (int: square): images bilinear (``image_fns.resize_image``), other keys nearest.
 
-    Disparities are scaled by new width / old width.
+    Disparities and ``focal_px`` are scaled by new width / old width; flow by new / old width in x and new / old
+    height in y.
     """
     h, w = _hw(size)
     return lambda ex, rng: spatial.resize(ex, h, w)
@@ -190,7 +195,7 @@ def rotate(max_degrees: float, p: float = 1.0, seg_fill: float = SEG_FILL) -> Op
     Images bilinear, other keys nearest, areas rotated in from outside 0 (``seg_fill`` for segmentation). A box
     becomes the axis-aligned box enclosing its rotated corners, clipped: exact for rectangular objects, looser
     than the rotated mask's tight box for others. A stereo pair raises ValueError whatever the draw: rotation
-    breaks its epipolar geometry.
+    breaks its epipolar geometry. A frame pair rotates both frames alike and its ``flow`` vectors with them.
     """
 
     def op(ex: Example, rng: np.random.Generator) -> Example:

@@ -3,16 +3,27 @@
 The four primitives here (``flip``, ``crop``, ``resize``, ``rotate``) are what the
 geometric ops of :mod:`mlcv.data.ops.geometric` compose. Per key:
 
-- ``image``, ``image_right``: bilinear (the ``image_fns`` helpers, so an
-  image-only example gives exactly what those give); padding 0.
+- ``image``, ``image_right``, ``image_next``: bilinear (the ``image_fns`` helpers,
+  so an image-only example gives exactly what those give); padding 0. Every view
+  gets the same transform (a stereo ``flip_lr`` aside, below).
 - ``masks`` ``[N, H, W]``, ``segmentation``, ``depth``, ``disparity``,
-  ``disparity_right``, ``disparity_mask``, ``disparity_right_mask``: nearest
-  neighbour, so labels are never blended and a depth or disparity is never
+  ``disparity_right``, ``disparity_mask``, ``disparity_right_mask``,
+  ``occlusion``, ``occlusion_right``, ``flow``, ``flow_mask``: nearest
+  neighbour, so labels are never blended and a depth, disparity or flow is never
   averaged across an object edge into a value that belongs to neither side.
-  Padding: 0 (0 depth / disparity / mask = no data), ``segmentation`` takes
-  ``seg_fill`` (default 255, the usual "ignore" label).
+  Padding: 0 (0 depth / disparity / flow / mask = no data; areas padded in are
+  not occluded, they are not valid either), ``segmentation`` takes ``seg_fill``
+  (default 255, the usual "ignore" label).
 - ``disparity`` values are x-distances in pixels, so a resize scales them by
   ``new_w / old_w``; a vertical flip or a crop keeps them.
+- ``flow`` ``[H, W, 2]`` holds (dx, dy) in pixels: a resize scales dx by
+  ``new_w / old_w`` and dy by ``new_h / old_h``; a left-right flip negates dx, an
+  upside-down flip dy; a crop keeps both; a rotation rotates the vectors with the
+  frames. A match that a crop moves outside the frame keeps its vector and its
+  mask (likewise disparities and occlusions: they are not recomputed).
+- ``focal_px`` (a 0-d calibration scalar): scaled by ``new_w / old_w`` on a
+  resize, as disparities, so that depth ``baseline * focal_px / disparity`` is
+  kept; crops, flips and padding keep it, and ``baseline`` is never moved.
 - ``boxes``: transformed geometrically, clipped, empty ones dropped with their
   rows (``boxes.set_boxes``); a ``box_area`` row scales with its box.
 - ``proposals`` (the ``selective_search`` op's): like boxes, except that an empty one becomes a zero row with
@@ -24,7 +35,11 @@ same continuous transform as the boxes.
 
 A stereo pair (``image_right`` present) moves both views the same way,
 except that ``flip_lr`` swaps them (see ``flip``) and ``rotate`` refuses
-(rows of the two views would no longer be epipolar lines).
+(rows of the two views would no longer be epipolar lines). A frame pair
+(``image_next``) moves both frames the same way, flips included.
+
+``size`` checks that every view and dense key has the image's size
+(``checks.check_sizes``) before any op moves them.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mlcv.data.ops.boxes import BOX_ROW_KEYS, flip_boxes, rotate_boxes, set_boxes, shift_scale_boxes
+from mlcv.data.ops.checks import check_sizes
 from mlcv.data.ops.image_fns import resize_image, rotate_image
 from mlcv.data.ops.proposals import PROPOSAL_KEYS, set_proposals
 from mlcv.data.ops.registry import Example
@@ -43,16 +59,19 @@ SEG_FILL = 255
 
 
 class DenseKey(NamedTuple):
-    """How one dense key moves: bilinear or nearest, with a leading instance axis or not, x-distance values or not."""
+    """How one dense key moves: bilinear or nearest, with a leading instance axis or not, and whether its values
+    are x-distances (disparity) or (dx, dy) vectors (flow)."""
 
     linear: bool = False
     stacked: bool = False
     disparity: bool = False
+    flow: bool = False
 
 
 DENSE_KEYS: dict[str, DenseKey] = {
     "image": DenseKey(linear=True),
     "image_right": DenseKey(linear=True),
+    "image_next": DenseKey(linear=True),
     "masks": DenseKey(stacked=True),
     "segmentation": DenseKey(),
     "depth": DenseKey(),
@@ -60,18 +79,38 @@ DENSE_KEYS: dict[str, DenseKey] = {
     "disparity_right": DenseKey(disparity=True),
     "disparity_mask": DenseKey(),
     "disparity_right_mask": DenseKey(),
+    "occlusion": DenseKey(),
+    "occlusion_right": DenseKey(),
+    "flow": DenseKey(flow=True),
+    "flow_mask": DenseKey(),
 }
 # Keys a stereo flip swaps: the left view's key and the right view's.
-RIGHT_VIEW = {"image": "image_right", "disparity": "disparity_right", "disparity_mask": "disparity_right_mask"}
-STEREO_KEYS = ("image_right", "disparity", "disparity_right", "disparity_mask", "disparity_right_mask")
+RIGHT_VIEW = {
+    "image": "image_right",
+    "disparity": "disparity_right",
+    "disparity_mask": "disparity_right_mask",
+    "occlusion": "occlusion_right",
+}
+STEREO_KEYS = tuple(k for pair in RIGHT_VIEW.items() for k in pair if k != "image")
+# Calibration scalars a resize rescales (baseline, in metres, never moves).
+CALIBRATION_KEYS = ("focal_px",)
 # Annotations of the left view alone: a stereo flip_lr makes the right view the new left, which they do not describe.
 LEFT_ONLY_KEYS = ("boxes", "box_labels", "box_mask", "masks", "segmentation", "depth", *PROPOSAL_KEYS)
-MOVED_KEYS = (*DENSE_KEYS, *(k for k in BOX_ROW_KEYS if k not in DENSE_KEYS), *PROPOSAL_KEYS)
+MOVED_KEYS = (
+    *DENSE_KEYS,
+    *(k for k in BOX_ROW_KEYS if k not in DENSE_KEYS),
+    *PROPOSAL_KEYS,
+    *CALIBRATION_KEYS,
+)
 
 
 def size(ex: Example) -> tuple[int, int]:
-    """``(height, width)`` of the example's image (or, without one, of its first dense key)."""
+    """``(height, width)`` of the example's image (or, without one, of its first dense key).
+
+    Raises ValueError naming the key if a view or dense annotation has another size (``checks.check_sizes``).
+    """
     if "image" in ex:
+        check_sizes(ex)
         shape = np.shape(ex["image"])
         return shape[0], shape[1]
     for key, spec in DENSE_KEYS.items():
@@ -137,12 +176,21 @@ def flip(ex: Example, axis: int) -> Example:
     """Mirrors every key along ``axis`` (0: upside-down, 1: left-right).
 
     A left-right flip of a stereo pair also swaps the views: new left = mirror(old right), new right =
-    mirror(old left), and likewise ``disparity`` <-> ``disparity_right`` and their masks, because the mirrored
-    right view is the one that sees the scene from the left. Call ``check_flip_lr`` first.
+    mirror(old left), and likewise ``disparity`` <-> ``disparity_right``, their masks and ``occlusion`` <->
+    ``occlusion_right``, because the mirrored right view is the one that sees the scene from the left. Call
+    ``check_flip_lr`` first. A frame pair (``image_next``) mirrors both frames in place; its ``flow`` negates dx
+    (``axis=1``) or dy (``axis=0``).
     """
     height, width = size(ex)
-    # Slicing rather than np.flip, which costs 4 us more a call on small images.
-    out = _per_key(ex, lambda a, spec, fill: np.ascontiguousarray(a[::-1] if axis == 0 else a[:, ::-1]))
+
+    def fn(a: np.ndarray, spec: DenseKey, fill: float) -> np.ndarray:
+        # Slicing rather than np.flip, which costs 4 us more a call on small images.
+        out = np.ascontiguousarray(a[::-1] if axis == 0 else a[:, ::-1])
+        if not spec.flow:
+            return out
+        return _scale_flow(out, -1.0, 1.0) if axis == 1 else _scale_flow(out, 1.0, -1.0)
+
+    out = _per_key(ex, fn)
     if axis == 1 and "image_right" in ex:
         for left, right in RIGHT_VIEW.items():
             views = {left: out.pop(right, None), right: out.pop(left, None)}
@@ -152,6 +200,11 @@ def flip(ex: Example, axis: int) -> Example:
     if "proposals" in ex:
         out = set_proposals(out, flip_boxes(ex["proposals"], height if axis == 0 else width, axis), height, width)
     return out
+
+
+def _scale_flow(flow: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """``flow`` ``[..., 2]`` with dx multiplied by ``sx`` and dy by ``sy``, in its own dtype."""
+    return flow * np.asarray([sx, sy], flow.dtype)
 
 
 def window(a: np.ndarray, y: int, x: int, h: int, w: int, fill: float) -> np.ndarray:
@@ -186,18 +239,24 @@ def nearest_indices(n_src: int, n_dst: int) -> np.ndarray:
 
 
 def resize(ex: Example, h: int, w: int) -> Example:
-    """Every key resized to ``h x w``: images bilinear, the rest nearest; disparities scaled by ``w / width``."""
+    """Every key resized to ``h x w``: images bilinear, the rest nearest; disparities and ``focal_px`` scaled by
+    ``w / width``, flow by ``w / width`` in x and ``h / height`` in y."""
     height, width = size(ex)
     rows, cols = nearest_indices(height, h), nearest_indices(width, w)
+    sy, sx = h / height, w / width
 
     def fn(a: np.ndarray, spec: DenseKey, fill: float) -> np.ndarray:
         if spec.linear:
             return resize_image(a, (h, w))
         out = a[rows][:, cols]
-        return out * (w / width) if spec.disparity else out
+        if spec.flow:
+            return _scale_flow(out, sx, sy)
+        return out * sx if spec.disparity else out
 
     out = _per_key(ex, fn)
-    sy, sx = h / height, w / width
+    for key in CALIBRATION_KEYS:
+        if key in ex:
+            out[key] = np.asarray(ex[key]) * sx
     if "boxes" in ex:
         out = set_boxes(out, shift_scale_boxes(ex["boxes"], 0, 0, sy, sx), h, w, area_scale=sy * sx)
     if "proposals" in ex:
@@ -209,7 +268,9 @@ def rotate(ex: Example, degrees: float, seg_fill: float = SEG_FILL) -> Example:
     """Every key rotated counter-clockwise as displayed about the centre, as ``image_fns.rotate_image``.
 
     Images bilinear, the rest nearest (areas rotated in from outside take the fill); boxes become the enclosing
-    box of their rotated corners (``boxes.rotate_boxes``). Refuses stereo keys (``check_not_stereo``).
+    box of their rotated corners (``boxes.rotate_boxes``). ``flow`` vectors rotate with the frames: a frame-1
+    point ``p`` and its match ``p + f`` both move by the rotation, so the vector at the rotated point is the
+    rotated ``f``. Refuses stereo keys (``check_not_stereo``).
     """
     check_not_stereo(ex, "rotate")
     height, width = size(ex)
@@ -228,6 +289,9 @@ def rotate(ex: Example, degrees: float, seg_fill: float = SEG_FILL) -> Example:
             return rotate_image(a, degrees)
         out = a[sy, sx]
         out[outside] = fill
+        if spec.flow:  # (dx, dy) -> (c dx + s dy, -s dx + c dy): the inverse of the source mapping above
+            fx, fy = out[..., 0], out[..., 1]
+            return np.stack([c * fx + s * fy, c * fy - s * fx], axis=-1).astype(out.dtype)
         return out
 
     out = _per_key(ex, fn, seg_fill)

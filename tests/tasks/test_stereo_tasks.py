@@ -1,0 +1,75 @@
+"""The stereo, flow and Monodepth tasks: their losses by hand, a disparity range wider than the image, whole runs."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlcv
+from experiments import layers_flownet, planes_stereo
+from mlcv import data, tasks
+from mlcv.config import ConfigError
+from mlcv.orchestration import sweep
+from mlcv.tasks.base import StepContext
+
+CONTEXT = StepContext(step=jnp.zeros((), jnp.int32))
+
+
+def _task(config):
+    return tasks.get(config.task)(config, data.meta(data.get(config.data.name)))
+
+
+def test_disparity_loss_is_the_mean_l1_over_valid_pixels_at_every_scale():
+    """At full resolution the loss is the mean |error| over valid pixels; a half-resolution prediction is scored
+    against the 2x2 mean of the ground truth, halved (its own pixels); pixels next to invalid ones are left out."""
+    task = _task(planes_stereo.get_config("model=gcnet,runlocal"))
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(2, 20, (2, 8, 8)).astype(np.float32)
+    valid = np.ones((2, 8, 8), bool)
+    valid[0, :2, :2] = False  # one 2x2 block of the half-resolution map
+    batch = {"disparity": gt, "disparity_mask": valid}
+    pred = gt + 1.5
+    assert float(task.losses({"disparity": pred}, batch, CONTEXT)["l1"]) == pytest.approx(1.5, rel=1e-6)
+    half = gt.reshape(2, 4, 2, 4, 2).mean((2, 4)) / 2 + 0.25
+    half[0, 0, 0] = 1e6  # the invalid block: never scored
+    got = float(task.losses({"disparity": pred, "disparities": (half, pred)}, batch, CONTEXT)["l1"])
+    assert got == pytest.approx(1.5 + 0.25, rel=1e-5)
+
+
+def test_flow_loss_is_the_mean_end_point_error():
+    task = _task(layers_flownet.get_config("runlocal"))
+    flow = np.random.default_rng(1).normal(0, 3, (2, 8, 8, 2)).astype(np.float32)
+    batch = {"flow": flow, "flow_mask": np.ones((2, 8, 8), bool)}
+    got = task.losses({"flow": flow + np.array([3.0, 4.0], np.float32)}, batch, CONTEXT)["epe"]
+    assert float(got) == pytest.approx(5.0, rel=1e-5)  # a (3, 4) error everywhere
+
+
+def test_a_disparity_range_wider_than_the_image_names_the_key():
+    config = sweep.apply(planes_stereo.get_config("model=gcnet"), {"model.max_disparity": 128})
+    with pytest.raises(ConfigError, match=r"config\.model\.max_disparity=128.*128 px"):
+        _task(config)
+
+
+@pytest.mark.parametrize(
+    "config_arg",
+    ["planes_stereo:model=gcnet,runlocal", "planes_stereo:model=monodepth,runlocal", "layers_flownet:runlocal"],
+)
+def test_runs_write_the_stereo_and_flow_metrics(tmp_path, config_arg):
+    """The whole flow: pairs through the pipeline, the task's loss, the evaluator's figures and plots."""
+    module, arg = config_arg.split(":")
+    config = {"planes_stereo": planes_stereo, "layers_flownet": layers_flownet}[module].get_config(arg)
+    summary = mlcv.run(config, tmp_path / "run")
+    test = summary["test"]
+    if config.task == "flow":
+        assert np.isfinite(test["flow_epe"]) and (tmp_path / "run" / "plots" / "flow_test.png").is_file()
+        return
+    for name in ("bad1", "bad2", "bad4", "epe", "density", "bad2_noc", "epe_noc"):
+        assert np.isfinite(test[name]), name
+    assert test["bad1"] >= test["bad2"] >= test["bad4"]
+    assert (tmp_path / "run" / "plots" / "depth_test.png").is_file()
+    if config.task == "monodepth":  # trained without ground truth: the loss terms of eq. 78 are logged
+        records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert any("train/appearance" in r and "train/left_right" in r for r in records)
