@@ -376,4 +376,3 @@ def stereo(task: str, data: ConfigDict, model: Mapping[str, Any], **training_kwa
     head.monodepth = ConfigDict({"alpha_ap": 1.0, "alpha_ds": 0.1, "alpha_lr": 1.0, "alpha_ssim": 0.85})
     train = training(**{"metric": "", "mode": "", **training_kwargs})
     return _join(ConfigDict({"seed": train.seed}), head, train)
-

@@ -43,6 +43,14 @@ def _by_size(maps: Sequence[jax.Array]) -> list[jax.Array]:
     return sorted(maps, key=lambda m: -m.shape[2])
 
 
+def _scale_weights(config: ml_collections.ConfigDict, scales: int) -> tuple[float, ...]:
+    """``config.stereo.scale_weights`` finest first (empty: 1 for every scale), one per scale the model predicts."""
+    weights = tuple(config.stereo.get("scale_weights") or ()) or (1.0,) * scales
+    if len(weights) != scales:
+        raise ConfigError(f"config.stereo.scale_weights has {len(weights)} weights for the model's {scales} scales")
+    return weights
+
+
 def _check_range(config: ml_collections.ConfigDict, meta: Any, key: str) -> None:
     """A disparity range wider than the image matches nothing: refused naming the key."""
     shape = getattr(meta, "image_shape", None)
@@ -78,11 +86,7 @@ class DisparityTask(Task):
         valid = (batch["disparity_mask"] > 0) & jnp.isfinite(gt)
         gt = jnp.where(valid, gt, 0.0)
         preds = _by_size(outputs.get("disparities") or (outputs["disparity"],))
-        weights = tuple(self.config.stereo.get("scale_weights") or ()) or (1.0,) * len(preds)
-        if len(weights) != len(preds):
-            raise ConfigError(
-                f"config.stereo.scale_weights has {len(weights)} weights for the model's {len(preds)} scales"
-            )
+        weights = _scale_weights(self.config, len(preds))
         total = 0.0
         for weight, pred in zip(weights, preds, strict=True):
             h, w = pred.shape[1:3]
@@ -161,11 +165,7 @@ class FlowTask(Task):
         valid = (batch["flow_mask"] > 0) & jnp.all(jnp.isfinite(gt), -1)
         gt = jnp.where(valid[..., None], gt, 0.0)
         preds = _by_size(outputs.get("flows") or (outputs["flow"],))
-        weights = tuple(self.config.stereo.get("scale_weights") or ()) or (1.0,) * len(preds)
-        if len(weights) != len(preds):
-            raise ConfigError(
-                f"config.stereo.scale_weights has {len(weights)} weights for the model's {len(preds)} scales"
-            )
+        weights = _scale_weights(self.config, len(preds))
         total = 0.0
         for weight, pred in zip(weights, preds, strict=True):
             h, w = pred.shape[1:3]
