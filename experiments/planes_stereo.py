@@ -1,4 +1,4 @@
-"""Learned stereo on the synthetic textured planes (course §12.1-12.2): DispNet-C, GC-Net, Monodepth.
+"""Learned stereo on the synthetic textured planes (course §12.1-12.2): MC-CNN, DispNet-C, GC-Net, Monodepth.
 
 Run:
   python launch.py --config experiments/planes_stereo.py:model=dispnet --workdir runs/planes_dispnet
@@ -7,8 +7,9 @@ Run:
   python launch.py --config experiments/planes_stereo.py:model=gcnet,runlocal   # tiny model, a few steps
 
 ``stereo_planes`` (built in): 64 x 128 grey pairs of textured planes, fronto-parallel and slanted, disparities
-1.7-24 px, 400 training / 50 validation / 100 test pairs; flips swap and mirror the views. DispNet-C and GC-Net
-learn from the ground-truth disparity (L1 at every scale they predict); Monodepth sees the left image alone and
+1.7-24 px, 400 training / 50 validation / 100 test pairs; flips swap and mirror the views. MC-CNN learns a matching
+cost for the classic pipeline (WTA, left-right check, sub-pixel, fill); DispNet-C and GC-Net learn from the
+ground-truth disparity (L1 at every scale they predict); Monodepth sees the left image alone and
 learns from the pair without any ground truth (eq. 78). The checkpoint is chosen on validation bad-2; the test
 figures are bad-1/2/4, EPE and density over valid pixels, and over non-occluded ones (``*_noc``).
 
@@ -27,11 +28,13 @@ MODELS = {
     "dispnet": ("disparity", {"name": "dispnet_c"}, "_dispnet_tiny"),
     "gcnet": ("disparity", {"name": "gcnet", "max_disparity": 32}, "_gcnet_tiny"),
     "monodepth": ("monodepth", {"name": "monodepth"}, "_monodepth_tiny"),
+    "mccnn_fast": ("mccnn", {"name": "mccnn_fast"}, "_mccnn_fast_tiny"),
+    "mccnn_accurate": ("mccnn", {"name": "mccnn_accurate"}, "_mccnn_accurate_tiny"),
 }
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Args ``model`` (dispnet, gcnet, monodepth), ``steps`` (3000), ``runlocal``."""
+    """Args ``model`` (a key of MODELS), ``steps`` (3000), ``runlocal``."""
     args = parse_arg(arg, model="dispnet", steps=3000, runlocal=False)
     if args.model not in MODELS:
         raise ValueError(f"model={args.model!r}: expected one of {', '.join(MODELS)}")

@@ -364,15 +364,22 @@ def metric_learning(
 
 
 def stereo(task: str, data: ConfigDict, model: Mapping[str, Any], **training_kwargs: Any) -> ConfigDict:
-    """A dense two-view or one-view predictor: ``task`` (disparity | flow | monodepth), ``data``, ``model``.
+    """A dense two-view or one-view predictor: ``task`` (disparity | flow | monodepth | mccnn), ``data``, ``model``.
 
     ``stereo``: ``scale_weights`` of the multi-scale losses (empty: 1 for every scale the model predicts), the
     calibration (``focal_px``, ``baseline``) for the evaluator's depth maps. ``monodepth``: the weights of eq. 78
-    (``alpha_ap``, ``alpha_ds``, ``alpha_lr``) and the SSIM share of eq. 75 (``alpha_ssim``). Model selection is on
-    the task's headline metric (validation bad-2 or flow EPE).
+    (``alpha_ap``, ``alpha_ds``, ``alpha_lr``) and the SSIM share of eq. 75 (``alpha_ssim``). ``mccnn``: the
+    disparities scored, the hinge margin, the negatives' offsets and the classic pipeline's settings
+    (``lr_threshold`` < 0: no left-right check). Model selection is on the task's headline metric (validation bad-2
+    or flow EPE).
     """
     head = ConfigDict({"task": task, "data": data, "model": ConfigDict(model)})
     head.stereo = ConfigDict({"scale_weights": (), "focal_px": 0.0, "baseline": 0.0})
     head.monodepth = ConfigDict({"alpha_ap": 1.0, "alpha_ds": 0.1, "alpha_lr": 1.0, "alpha_ssim": 0.85})
+    # MC-CNN: disparities 0..max_disparity scored; negatives neg_low..neg_high px off the truth; the classic pipeline.
+    head.mccnn = ConfigDict(
+        {"max_disparity": 31, "margin": 0.2, "neg_low": 2, "neg_high": 8, "lr_threshold": 1.0, "subpixel": True}
+    )
+    head.mccnn.fill = True
     train = training(**{"metric": "", "mode": "", **training_kwargs})
     return _join(ConfigDict({"seed": train.seed}), head, train)

@@ -83,7 +83,14 @@ CASES: dict[str, tuple[str | None, ...]] = {
     ),
     "digits_metric_learning": (None, "runlocal", *(f"method={m},runlocal" for m in ("arcface", "deepface"))),
     "faces_verification": (None, "runlocal", "loss=arcface"),
-    "planes_stereo": (None, *(f"model={m}{r}" for m in ("dispnet", "gcnet", "monodepth") for r in ("", ",runlocal"))),
+    "planes_stereo": (
+        None,
+        *(
+            f"model={m}{r}"
+            for m in ("dispnet", "gcnet", "monodepth", "mccnn_fast", "mccnn_accurate")
+            for r in ("", ",runlocal")
+        ),
+    ),
     "planes_monodepth_ablation": (None, "runlocal"),
     "layers_flownet": (None, "runlocal"),
     "retrieval_catalogue": (

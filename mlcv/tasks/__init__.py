@@ -13,6 +13,7 @@ from mlcv.tasks.distillation import DistillationTask
 from mlcv.tasks.faster_rcnn import FasterRCNNTask
 from mlcv.tasks.localization import LocalizationTask
 from mlcv.tasks.mask_rcnn import MaskRCNNTask
+from mlcv.tasks.mccnn import MCCNNTask
 from mlcv.tasks.metric_learning import MetricLearningTask
 from mlcv.tasks.rcnn import FastRCNNTask, RCNNTask
 from mlcv.tasks.retinanet import RetinaNetTask
@@ -30,6 +31,7 @@ _TASKS: dict[str, type[Task]] = {
     "fast_rcnn": FastRCNNTask,
     "localization": LocalizationTask,
     "mask_rcnn": MaskRCNNTask,
+    "mccnn": MCCNNTask,
     "metric_learning": MetricLearningTask,
     "monodepth": MonodepthTask,
     "rcnn": RCNNTask,

@@ -47,6 +47,21 @@ def test_flow_loss_is_the_mean_end_point_error():
     assert float(got) == pytest.approx(5.0, rel=1e-5)  # a (3, 4) error everywhere
 
 
+def test_mccnn_hinge_and_the_classic_pipeline_on_a_known_volume():
+    """Scores that ignore the disparity cost the margin at every pixel; scores peaked at the truth cost nothing and
+    give back the truth through WTA, the left-right check and the parabola (its peak is symmetric)."""
+    task = _task(planes_stereo.get_config("model=mccnn_fast,runlocal"))
+    d_true = 5
+    shape = (2, 6, 16)
+    batch = {"disparity": np.full(shape, float(d_true), np.float32), "disparity_mask": np.ones(shape, bool)}
+    flat = {"scores": jnp.zeros((*shape, 32))}
+    assert float(task.losses(flat, batch, CONTEXT)["hinge"]) == pytest.approx(0.2)
+    peaked = {"scores": -jnp.abs(jnp.arange(32.0) - d_true) * jnp.ones((*shape, 1))}
+    assert float(task.losses(peaked, batch, CONTEXT)["hinge"]) == 0.0
+    disparity = np.asarray(task.predict(peaked, batch)["disparity"])
+    np.testing.assert_allclose(disparity[:, :, d_true:], d_true, atol=1e-5)  # x - d inside the right view
+
+
 def test_a_disparity_range_wider_than_the_image_names_the_key():
     config = sweep.apply(planes_stereo.get_config("model=gcnet"), {"model.max_disparity": 128})
     with pytest.raises(ConfigError, match=r"config\.model\.max_disparity=128.*128 px"):
@@ -55,7 +70,12 @@ def test_a_disparity_range_wider_than_the_image_names_the_key():
 
 @pytest.mark.parametrize(
     "config_arg",
-    ["planes_stereo:model=gcnet,runlocal", "planes_stereo:model=monodepth,runlocal", "layers_flownet:runlocal"],
+    [
+        "planes_stereo:model=gcnet,runlocal",
+        "planes_stereo:model=monodepth,runlocal",
+        "planes_stereo:model=mccnn_fast,runlocal",
+        "layers_flownet:runlocal",
+    ],
 )
 def test_runs_write_the_stereo_and_flow_metrics(tmp_path, config_arg):
     """The whole flow: pairs through the pipeline, the task's loss, the evaluator's figures and plots."""
