@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mlcv.data.sources import instances
+from mlcv.data.sources.digits import Digits
 
 _SPLIT_SEED = 0
 TRAIN_DIGITS = (0, 1, 2, 3, 4)
@@ -18,7 +19,7 @@ TRAIN_DIGITS = (0, 1, 2, 3, 4)
 FACE_SPLITS = {"train": (0, 40), "validation": (40, 50), "test": (50, 100)}
 
 
-class DigitsOpenSet(tfds.core.GeneratorBasedBuilder):
+class DigitsOpenSet(Digits):
     """scikit-learn's 1,797 digits, split by class: digits 0-4 to learn from, digits 5-9 to test on.
 
     - ``train``: a fixed stratified 80 % (720) of the 901 images of digits 0-4;
@@ -26,24 +27,12 @@ class DigitsOpenSet(tfds.core.GeneratorBasedBuilder):
       seen, so it measures fitting, not the open-set generalization that ``test`` measures;
     - ``test``: every image of digits 5-9 (896), identities never seen in training.
 
-    Labels keep their digit value (test labels are 5..9); images are uint8 8x8x1 with values 0..16, as ``digits``.
+    Labels keep their digit value (test labels are 5..9); the records, features and their generation are
+    ``digits``' own (this builder subclasses it): only the split differs.
     """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Digits 0-4: stratified 720 / 181 train / validation, seed 0; digits 5-9: 896 test."}
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="UCI optical digits as shipped by scikit-learn, split by class for open-set retrieval.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=10),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
@@ -60,10 +49,6 @@ class DigitsOpenSet(tfds.core.GeneratorBasedBuilder):
             role: self._generate_examples(images, labels, np.sort(index))
             for role, index in (("train", train), ("validation", validation), ("test", test))
         }
-
-    def _generate_examples(self, images, labels, index):
-        for i in index:
-            yield int(i), {"image": images[i], "label": int(labels[i])}
 
 
 class FaceInstances(tfds.core.GeneratorBasedBuilder):
