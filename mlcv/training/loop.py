@@ -166,12 +166,16 @@ class _Trainer:
         )
         self.compile_s = time.time() - t0
 
-    def evaluate(self, role: str, average: bool = False, fit: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+    def evaluate(
+        self, role: str, average: bool = False, fit: bool = False, only: frozenset[str] | None = None
+    ) -> tuple[dict[str, float], dict[str, Any]]:
         """Every evaluator's scalars and extras on one split, of the raw or the averaged parameters.
 
         ``fit``: evaluators that fit something on this split (a verification threshold on validation) fit it
-        from the pass, before their results, and keep it for the next passes (the test's).
+        from the pass, before their results, and keep it for the next passes (the test's). ``only``: the names of
+        the evaluators that accumulate and report; the others skip the pass (a fitting pass over training data).
         """
+        evs = {n: ev for n, ev in self.evaluators.items() if only is None or n in only}
         dc = self.config.data
         batches = pipeline.eval_batches(
             self.setup.sources[role], batch_size=dc.eval_batch_size, pp=dc.pp_eval, **self._pp
@@ -180,12 +184,12 @@ class _Trainer:
         state = self.state.averaged() if average else self.state
         for b in batches:
             fetched = jax.device_get(self.eval_step(state, sharding.put_batch(b, self.mesh)))
-            for name, ev in self.evaluators.items():
+            for name, ev in evs.items():
                 ev.update(fetched[name])
-        for ev in self.evaluators.values() if fit else ():
+        for ev in evs.values() if fit else ():
             if role in ev.fit_roles:
                 ev.fit(role)
-        return runs.results(self.evaluators)
+        return runs.results(evs)
 
     def _nonfinite(self, what: str, value: float, step: int) -> NonFiniteError:
         self.ckpts.wait()  # the checkpoint being written predates the bad step
@@ -327,8 +331,9 @@ class _Trainer:
                 fallback = {"checkpoint_fallback": f"best step {best_step}: {e.reason}; evaluated step {step}"}
                 best_step = step
         replicas_identical = sharding.check_replicas(self.state.params)
-        if any("train" in ev.fit_roles for ev in self.evaluators.values()):  # DeepFace's weights: training pairs
-            self.evaluate("train", fit=True)
+        on_train = frozenset(n for n, ev in self.evaluators.items() if "train" in ev.fit_roles)
+        if on_train:  # DeepFace's weights, from training pairs: the other evaluators skip that pass
+            self.evaluate("train", fit=True, only=on_train)
         val, _ = self.evaluate("validation", fit=True)
         test, test_extras = self.evaluate("test")
         averaged = {}
