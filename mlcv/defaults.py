@@ -381,5 +381,6 @@ def stereo(task: str, data: ConfigDict, model: Mapping[str, Any], **training_kwa
         {"max_disparity": 31, "margin": 0.2, "neg_low": 2, "neg_high": 8, "lr_threshold": 1.0, "subpixel": True}
     )
     head.mccnn.fill = True
+    head.mccnn.aggregate_radius = 0  # box mean of the scores before the WTA (0: none)
     train = training(**{"metric": "", "mode": "", **training_kwargs})
     return _join(ConfigDict({"seed": train.seed}), head, train)

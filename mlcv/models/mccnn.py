@@ -76,6 +76,15 @@ def _l2_normalise(x: jax.Array) -> jax.Array:
     return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + _EPS)
 
 
+def _right_at(right: jax.Array, disparities: jax.Array) -> jax.Array:
+    """Right features ``[B, H, W, K, F]`` at ``x - d`` for integer ``disparities`` ``[B, H, W, K]`` (clipped at 0)."""
+    b, h, w, k = disparities.shape
+    x = jnp.arange(w)[None, None, :, None]
+    idx = jnp.clip(x - disparities, 0, w - 1).reshape(b, h, w * k)
+    gathered = jnp.take_along_axis(right, jnp.broadcast_to(idx[..., None], (b, h, w * k, right.shape[-1])), axis=2)
+    return gathered.reshape(b, h, w, k, right.shape[-1])
+
+
 class MCCNNFast(nn.Module):
     """MC-CNN fast: cosine similarity of L2-normalised siamese features.
 
@@ -112,6 +121,15 @@ class MCCNNFast(nn.Module):
         left, right = self.features(left_image), self.features(right_image)
         # correlation_1d averages over channels; the paper's score is the sum (the cosine of unit vectors).
         return cost_volume.correlation_1d(left, right, max_disparity) * left.shape[-1]
+
+    def pair_scores(self, left_image: jax.Array, right_image: jax.Array, disparities: jax.Array) -> jax.Array:
+        """Scores ``[B, H, W, K]`` of each left pixel with the right one ``disparities[..., k]`` px to its left.
+
+        Training needs a positive and a negative per pixel, not all D disparities: this is the paper's patch-pair
+        training run densely. Where ``x - d < 0`` the partner is the right view's first column (callers mask it).
+        """
+        left, right = self.features(left_image), self.features(right_image)
+        return jnp.sum(left[:, :, :, None] * _right_at(right, disparities), axis=-1)
 
 
 class MCCNNAccurate(nn.Module):
@@ -160,6 +178,17 @@ class MCCNNAccurate(nn.Module):
         left, right = self.features(left_image), self.features(right_image)
         volume = cost_volume.concat_cost_volume(left, right, max_disparity)  # [B, D, H, W, 2F]
         return jnp.moveaxis(self._head(volume), 1, -1)
+
+    def pair_scores(self, left_image: jax.Array, right_image: jax.Array, disparities: jax.Array) -> jax.Array:
+        """Logits ``[B, H, W, K]`` of each left pixel with the right one ``disparities[..., k]`` px to its left.
+
+        The head runs on K pairs per pixel instead of D: for the pairs of a training step this is D / K times
+        cheaper than ``match_scores`` (16x for 32 disparities), the paper's patch-pair training run densely.
+        """
+        left, right = self.features(left_image), self.features(right_image)
+        pairs = _right_at(right, disparities)
+        left = jnp.broadcast_to(left[:, :, :, None], pairs.shape)
+        return self._head(jnp.concatenate([left, pairs], axis=-1))
 
 
 #: For tests: 8 maps, 2 layers on 5x5 patches.

@@ -53,6 +53,23 @@ def box_sum(x: jax.Array, radius: int) -> jax.Array:
     return jnp.pad(s, pad)
 
 
+def box_mean(x: jax.Array, defined: jax.Array, radius: int) -> jax.Array:
+    """Mean of ``x`` over the defined entries of the ``(2 radius + 1)^2`` window on each pixel of the last two axes.
+
+    ``defined`` (broadcastable to ``x``) marks the entries that count; windows are cut at the image border
+    rather than padded, so a border pixel averages what it has. Where a window holds no defined entry the
+    result is ``x`` itself. Used to aggregate a learned matching cost before the winner-takes-all.
+    """
+    if radius <= 0:
+        return x
+    defined = jnp.broadcast_to(defined, x.shape).astype(x.dtype)
+    window = (1,) * (x.ndim - 2) + (2 * radius + 1,) * 2
+    pad = [(0, 0)] * (x.ndim - 2) + [(radius, radius)] * 2
+    total = jax.lax.reduce_window(jnp.where(defined > 0, x, 0.0), 0.0, jax.lax.add, window, (1,) * x.ndim, pad)
+    count = jax.lax.reduce_window(defined, 0.0, jax.lax.add, window, (1,) * x.ndim, pad)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), x)
+
+
 def _normalise(img: jax.Array) -> jax.Array:
     # NCC is invariant to a gain and offset per window, so a global standardisation changes no score; it
     # only keeps the float32 sums of squares near 1 whatever the input range.

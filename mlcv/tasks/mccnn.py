@@ -1,20 +1,22 @@
 """MC-CNN (Zbontar & LeCun 2016, course §12.1): a learned matching cost in the classic stereo pipeline.
 
 The network scores whether a left and a right patch correspond (``mccnn_fast``: the cosine of two feature vectors;
-``mccnn_accurate``: a fully connected head on the concatenated features). Run densely over both views it gives a
-score for every pixel and every disparity 0..D-1 at once (``match_scores``), which this task uses both ways:
+``mccnn_accurate``: a fully connected head on the concatenated features), run densely over both views:
 
 - training: at every valid, non-occluded pixel the positive pair is the right pixel at the ground-truth disparity
   (rounded) and the negative one a right pixel ``o`` pixels off, ``o`` drawn in ``[neg_low, neg_high]`` with a random
   sign (the paper's ``dataset_neg_low`` / ``_high``); the fast network learns by the hinge
-  ``max(0, margin + s_neg - s_pos)``, the accurate one by binary cross-entropy. Drawing every pixel's pair from
-  the dense volume is the paper's patch sampling without cutting patches (the features of a pixel are those of the
-  patch centred on it, checked in tests/models/test_stereo_models.py), except at the image border, where the dense
-  features see zero padding.
-- evaluation: the scores become the cost volume of mlcv's block matching (higher is better, -inf where x - d < 0),
-  then the same winner-takes-all, left-right check, parabola sub-pixel refinement and background fill
-  (``config.mccnn.lr_threshold``, ``subpixel``, ``fill``); the paper's cross-based aggregation and semi-global
-  matching are not applied.
+  ``max(0, margin + s_neg - s_pos)``, the accurate one by binary cross-entropy. Only those two disparities are
+  scored (``pair_scores``; the accurate head on all D would cost 16x more), and every pixel's pair is the paper's
+  patch sampling without cutting patches (the features of a pixel are those of the patch centred on it, checked in
+  tests/models/test_stereo_models.py), except at the image border, where the dense features see zero padding.
+  The negatives' randomness is the step's dropout key.
+- evaluation: the scores of every disparity 0..D-1 at once (``match_scores``) become the cost volume of mlcv's
+  block matching (higher is better, -inf where x - d < 0), then the same winner-takes-all, left-right check,
+  parabola sub-pixel refinement and background fill (``config.mccnn.lr_threshold``, ``subpixel``, ``fill``).
+  Before them ``config.mccnn.aggregate_radius`` > 0 averages the scores of each disparity over a ``(2r + 1)^2``
+  window (``mlcv.ops.stereo.box_mean``): a fixed box where the paper grows cross-based support regions from the
+  image colours; its semi-global matching is not applied.
 """
 
 from __future__ import annotations
@@ -62,42 +64,52 @@ class MCCNNTask(DisparityTask):
         return self.model.init({"params": rng}, left, right, d, method="match_scores")
 
     def apply(self, variables: Mapping[str, Any], batch: Mapping[str, jax.Array], **kwargs: Any) -> Any:
-        """The dense scores ``[B, H, W, D]`` of every pixel and disparity (the network has no train-time layers)."""
-        for key in ("train", "rngs"):
-            kwargs.pop(key, None)
-        out = self.model.apply(
+        """Evaluation: the dense scores ``[B, H, W, D]`` of every pixel and disparity. Training: the scores of one
+        positive and one negative disparity per pixel (``pair_scores``) and the pixels where both count."""
+        rngs = kwargs.pop("rngs", None)
+        kwargs.pop("train", None)  # the network has no train-time layers
+        if "mutable" not in kwargs:
+            d = int(self.config.mccnn.max_disparity)
+            scores = self.model.apply(variables, batch["image"], batch["image_right"], d, method="match_scores")
+            return {"scores": scores}
+        key = rngs["dropout"] if rngs and "dropout" in rngs else jax.random.PRNGKey(int(self.config.seed))
+        pos, neg, ok = self._pairs(batch, key)
+        scores, updates = self.model.apply(
             variables,
             batch["image"],
             batch["image_right"],
-            int(self.config.mccnn.max_disparity),
-            method="match_scores",
+            jnp.stack([pos, neg], -1),
+            method="pair_scores",
             **kwargs,
         )
-        if "mutable" in kwargs:  # training: (outputs, updated collections), as Module.apply returns them
-            return {"scores": out[0]}, out[1]
-        return {"scores": out}
+        return {"pair_scores": scores, "pair_ok": ok}, updates
 
-    def losses(self, outputs: Any, batch: Mapping[str, jax.Array], context: StepContext) -> dict[str, jax.Array]:
-        """Hinge (fast) or cross-entropy (accurate) of one positive and one negative disparity per pixel."""
+    def _pairs(self, batch: Mapping[str, jax.Array], key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Per pixel: the ground-truth disparity (rounded), a negative ``neg_low``-``neg_high`` px off it with a
+        random sign, and where both are usable (valid, non-occluded, in the volume, inside the right view)."""
         mc = self.config.mccnn
-        scores = outputs["scores"].astype(jnp.float32)
-        b, h, w, d = scores.shape
+        d = int(mc.max_disparity) + 1
         gt = batch["disparity"].astype(jnp.float32)
+        b, h, w = gt.shape[:3]
         ok = (batch["disparity_mask"] > 0) & jnp.isfinite(gt)
         if "occlusion" in batch:
             ok &= batch["occlusion"] == 0
         pos = jnp.round(jnp.where(ok, gt, 0.0)).astype(jnp.int32)
-        key = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), context.step)
         k1, k2 = jax.random.split(key)
         offset = jax.random.randint(k1, (b, h, w), int(mc.neg_low), int(mc.neg_high) + 1)
         neg = pos + jnp.where(jax.random.bernoulli(k2, 0.5, (b, h, w)), offset, -offset)
         x = jnp.arange(w)[None, None, :]
-        # Both disparities must be in the volume and land inside the right image.
         ok &= (pos < d) & (neg >= 0) & (neg < d) & (x - jnp.maximum(pos, neg) >= 0)
-        s_pos = jnp.take_along_axis(scores, jnp.clip(pos, 0, d - 1)[..., None], -1)[..., 0]
-        s_neg = jnp.take_along_axis(scores, jnp.clip(neg, 0, d - 1)[..., None], -1)[..., 0]
+        return jnp.clip(pos, 0, d - 1), jnp.clip(neg, 0, d - 1), ok
+
+    def losses(self, outputs: Any, batch: Mapping[str, jax.Array], context: StepContext) -> dict[str, jax.Array]:
+        """Hinge (fast) or cross-entropy (accurate) of one positive and one negative disparity per pixel."""
+        del batch, context  # the pairs were drawn in ``apply``
+        scores = outputs["pair_scores"].astype(jnp.float32)
+        s_pos, s_neg = scores[..., 0], scores[..., 1]
+        ok = outputs["pair_ok"]
         if self.hinge:
-            per_pixel = jnp.maximum(0.0, float(mc.margin) + s_neg - s_pos)
+            per_pixel = jnp.maximum(0.0, float(self.config.mccnn.margin) + s_neg - s_pos)
         else:
             per_pixel = jax.nn.softplus(-s_pos) + jax.nn.softplus(s_neg)
         loss = jnp.sum(per_pixel * ok) / jnp.maximum(jnp.sum(ok), 1.0)
@@ -110,7 +122,10 @@ class MCCNNTask(DisparityTask):
         scores = outputs["scores"].astype(jnp.float32)
         w, d = scores.shape[2], scores.shape[3]
         defined = jnp.arange(w)[:, None] - jnp.arange(d)[None, :] >= 0  # [W, D]: x - d inside the right view
-        volume = jnp.moveaxis(jnp.where(defined[None, None], scores, -jnp.inf), -1, 1)  # [B, D, H, W]
+        volume = jnp.moveaxis(scores, -1, 1)  # [B, D, H, W]
+        mask = jnp.moveaxis(defined, -1, 0)[None, :, None, :]  # [1, D, 1, W]
+        volume = stereo_ops.box_mean(volume, mask, int(mc.get("aggregate_radius", 0)))
+        volume = jnp.where(mask, volume, -jnp.inf)
         lr = float(mc.lr_threshold) if float(mc.lr_threshold) >= 0 else None
         disp = jax.vmap(
             lambda v: stereo_ops.disparity_from_volume(

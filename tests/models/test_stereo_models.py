@@ -77,6 +77,12 @@ def test_mccnn_dense_features_equal_patch_network():
         np.testing.assert_allclose(volume[0, y, x, d], score[0], rtol=1e-4, atol=1e-5)
         if name == "_mccnn_fast_tiny":
             assert np.all(np.abs(np.asarray(volume)) <= 1 + 1e-5)  # cosines
+        # Training scores a few disparities per pixel: the volume's entries, wherever x - d is in the image.
+        picks = jax.random.randint(jax.random.key(4), (1, 12, 14, 2), 0, 5)
+        pairs = np.asarray(model.apply(variables, left, right, picks, method="pair_scores"))
+        want = np.take_along_axis(np.asarray(volume), np.asarray(picks), -1)
+        inside = np.arange(14)[None, None, :, None] >= np.asarray(picks)
+        np.testing.assert_allclose(pairs[inside], want[inside], rtol=1e-4, atol=1e-5)
 
 
 def test_mccnn_rejects_wrong_patch_size():

@@ -25,6 +25,20 @@ def test_box_sum_is_the_window_sum():
     assert (got[:2] == 0).all() and (got[:, -2:] == 0).all()
 
 
+def test_box_mean_averages_only_the_defined_entries_and_cuts_windows_at_the_border():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 9, 11)).astype(np.float32)
+    defined = rng.uniform(size=(2, 9, 11)) > 0.3
+    got = np.asarray(ops.box_mean(x, defined, 2))
+    # scipy's uniform filter with zero padding: the window sums of x and of the mask, then their ratio.
+    num = ndimage.uniform_filter(np.where(defined, x, 0.0), size=(1, 5, 5), mode="constant")
+    den = ndimage.uniform_filter(defined.astype(np.float64), size=(1, 5, 5), mode="constant")
+    np.testing.assert_allclose(got, np.where(den > 1e-9, num / np.maximum(den, 1e-12), x), atol=1e-5)
+    # By hand at a corner: the 3 x 3 part of the window that lies inside the image.
+    assert got[0, 0, 0] == pytest.approx(x[0, :3, :3][defined[0, :3, :3]].mean(), abs=1e-5)
+    assert np.array_equal(np.asarray(ops.box_mean(x, defined, 0)), x)
+
+
 def test_grey_is_bt601_as_opencv():
     rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     ref = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)  # rounds to uint8

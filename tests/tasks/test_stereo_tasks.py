@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -47,19 +48,44 @@ def test_flow_loss_is_the_mean_end_point_error():
     assert float(got) == pytest.approx(5.0, rel=1e-5)  # a (3, 4) error everywhere
 
 
-def test_mccnn_hinge_and_the_classic_pipeline_on_a_known_volume():
-    """Scores that ignore the disparity cost the margin at every pixel; scores peaked at the truth cost nothing and
-    give back the truth through WTA, the left-right check and the parabola (its peak is symmetric)."""
+def test_mccnn_pairs_hinge_and_the_classic_pipeline_on_a_known_volume():
+    """Each pixel's positive is the truth and its negative 2-8 px off; scores that ignore the disparity cost the
+    margin at every pixel, scores peaked at the truth cost nothing; a volume peaked at the truth gives it back
+    through WTA, the left-right check and the parabola (its peak is symmetric)."""
     task = _task(planes_stereo.get_config("model=mccnn_fast,runlocal"))
     d_true = 5
     shape = (2, 6, 16)
     batch = {"disparity": np.full(shape, float(d_true), np.float32), "disparity_mask": np.ones(shape, bool)}
-    flat = {"scores": jnp.zeros((*shape, 32))}
+    pos, neg, ok = (np.asarray(a) for a in task._pairs(batch, jax.random.PRNGKey(0)))
+    assert (pos == d_true).all() and 2 <= np.abs(neg - pos).min() and np.abs(neg - pos).max() <= 8
+    x = np.arange(16)
+    assert not (ok & (x < np.maximum(pos, neg))).any()  # both partners inside the right view
+    # Away from the left border a pixel is dropped only when its negative fell below 0 (clipped to 0).
+    assert (neg[~ok & (x >= 13)] == 0).all() and ok[..., 13:].mean() > 0.3
+    flat = {"pair_scores": jnp.zeros((*shape, 2)), "pair_ok": jnp.asarray(ok, jnp.float32)}
     assert float(task.losses(flat, batch, CONTEXT)["hinge"]) == pytest.approx(0.2)
-    peaked = {"scores": -jnp.abs(jnp.arange(32.0) - d_true) * jnp.ones((*shape, 1))}
+    pairs = np.stack([pos, neg], -1)
+    peaked = {"pair_scores": -jnp.abs(pairs - d_true).astype(jnp.float32), "pair_ok": flat["pair_ok"]}
     assert float(task.losses(peaked, batch, CONTEXT)["hinge"]) == 0.0
-    disparity = np.asarray(task.predict(peaked, batch)["disparity"])
+    volume = {"scores": -jnp.abs(jnp.arange(32.0) - d_true) * jnp.ones((*shape, 1))}
+    disparity = np.asarray(task.predict(volume, batch)["disparity"])
     np.testing.assert_allclose(disparity[:, :, d_true:], d_true, atol=1e-5)  # x - d inside the right view
+
+
+def test_mccnn_aggregation_recovers_the_truth_from_a_noisy_volume():
+    """Independent noise on a volume peaked at the truth breaks the WTA at some pixels; a 5 x 5 box mean of each
+    disparity's scores (config.mccnn.aggregate_radius=2) averages it away."""
+    config = planes_stereo.get_config("model=mccnn_fast,runlocal")
+    d_true, shape = 5, (1, 24, 40)
+    peak = -0.1 * np.abs(np.arange(32.0) - d_true)
+    noisy = peak + np.random.default_rng(0).normal(0, 0.3, (*shape, 32))
+    batch = {"disparity": np.zeros(shape, np.float32)}
+    errors = []
+    for radius in (0, 2):
+        config.mccnn.update(aggregate_radius=radius, lr_threshold=-1.0, fill=False)
+        disparity = np.asarray(_task(config).predict({"scores": jnp.asarray(noisy, jnp.float32)}, batch)["disparity"])
+        errors.append(np.mean(np.abs(disparity[:, 2:-2, 8:-2] - d_true) > 1))
+    assert errors[0] > 0.3 and errors[1] < 0.02
 
 
 def test_a_disparity_range_wider_than_the_image_names_the_key():
