@@ -176,8 +176,24 @@ class MCCNNAccurate(nn.Module):
     def match_scores(self, left_image: jax.Array, right_image: jax.Array, max_disparity: int) -> jax.Array:
         """Logit cost volume ``[B, H, W, max_disparity + 1]``: the head as 1x1 convolutions on every pair."""
         left, right = self.features(left_image), self.features(right_image)
-        volume = cost_volume.concat_cost_volume(left, right, max_disparity)  # [B, D, H, W, 2F]
-        return jnp.moveaxis(self._head(volume), 1, -1)
+        b, h, w, _ = left.shape
+        inside = jnp.arange(w)[None, None, :, None]
+
+        # One disparity at a time (lax.map): the whole [B, D, H, W, 2F] volume of the 500 x 741 Motorcycle pair with
+        # 80 disparities would take 7.6 GB before the head. Flax modules cannot be called inside a JAX transform, so
+        # the head runs there as plain matrix products on its parameters (created at init by this first call).
+        self._head(jnp.zeros((1, 2 * left.shape[-1]), left.dtype))
+        layers = [(m.variables["params"]["kernel"], m.variables["params"]["bias"]) for m in (*self.fc, self.out)]
+
+        def one(d: jax.Array) -> jax.Array:
+            shifted = _right_at(right, jnp.full((b, h, w, 1), d))[..., 0, :]
+            x = jnp.concatenate([left, jnp.where(inside >= d, shifted, 0.0)], axis=-1)  # concat_cost_volume's pairs
+            for i, (kernel, bias) in enumerate(layers):
+                x = x @ kernel + bias
+                x = nn.relu(x) if i < len(layers) - 1 else x
+            return x[..., 0]
+
+        return jnp.moveaxis(jax.lax.map(one, jnp.arange(max_disparity + 1)), 0, -1)
 
     def pair_scores(self, left_image: jax.Array, right_image: jax.Array, disparities: jax.Array) -> jax.Array:
         """Logits ``[B, H, W, K]`` of each left pixel with the right one ``disparities[..., k]`` px to its left.

@@ -77,6 +77,10 @@ def test_mccnn_dense_features_equal_patch_network():
         np.testing.assert_allclose(volume[0, y, x, d], score[0], rtol=1e-4, atol=1e-5)
         if name == "_mccnn_fast_tiny":
             assert np.all(np.abs(np.asarray(volume)) <= 1 + 1e-5)  # cosines
+        else:  # past the left edge the partner is a zero vector, as in concat_cost_volume
+            pair = jnp.concatenate([feats[0, y, 1], jnp.zeros(model.channels)])
+            edge = model.apply(variables, pair, method=lambda m, p: m._head(p))
+            np.testing.assert_allclose(volume[0, y, 1, 2], edge, rtol=1e-4, atol=1e-5)
         # Training scores a few disparities per pixel: the volume's entries, wherever x - d is in the image.
         picks = jax.random.randint(jax.random.key(4), (1, 12, 14, 2), 0, 5)
         pairs = np.asarray(model.apply(variables, left, right, picks, method="pair_scores"))
