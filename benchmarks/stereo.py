@@ -19,6 +19,18 @@ Measured on the 2-core CPU development machine (shared; ~15 s for the script):
 mlcv NCC 5x5 + LR check + fill 11.3 % bad-2 in 0.20-0.36 s (8-20x StereoBM's time);
 StereoBM 29.1 % in 18-27 ms; StereoSGBM 19.9 % in 70-130 ms; with the same fill
 StereoBM 14.9 %, StereoSGBM 10.1 %.
+
+With ``--runs LABEL=WORKDIR,WORKDIR,... [LABEL=...]`` it then prints issue 14's comparison table: the classic
+methods and the learned runs (one label per method, one workdir per training seed; mean ± std over seeds) on the
+synthetic ``stereo_planes`` test split and on Motorcycle, which no run trained or was selected on. On the planes the
+classic methods' settings (NCC window and LR tolerance, BM and SGBM block sizes) are chosen on the planes'
+validation split, each with mlcv's fill; a learned run is scored by its own evaluator (bad-2 and EPE over valid
+pixels, occluded ones included). MC-CNN's aggregation window (``mccnn.aggregate_radius``, 0-4) is chosen on the
+planes' validation split too. On Motorcycle MC-CNN scores disparities 0-79 at full resolution; DispNet-C, GC-Net
+and Monodepth, trained on 64 x 128 pairs with disparities up to 24 px, run on the pair at half resolution (250 x
+370, disparities up to 30 px) and their disparity is brought back to full resolution
+(:func:`mlcv.orchestration.stereo_transfer.predict_pair`). Times are per pair, best of ``--repeats`` after
+compilation, batch 1: the planes' first test pair and the Motorcycle pair.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ def _opencv_disparity(raw: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--runs", nargs="*", default=[], help="LABEL=WORKDIR,WORKDIR,... per learned method")
     args = parser.parse_args()
     from skimage import data
 
@@ -109,6 +122,138 @@ def main() -> None:
         print(
             f"| {name} | {m['bad2_pct']:.1f} | {m['epe_px']:.2f} | {m['density_pct']:.1f} | {1000 * t:.0f} "
             f"| {t / bm_time:.1f}x |"
+        )
+    if args.runs:
+        comparison(args.runs, {name: (disp, t) for name, disp, t in rows}, gt, args.repeats)
+
+
+def _planes(role: str) -> list[dict[str, np.ndarray]]:
+    from mlcv import data
+
+    src = data.source(data.get("stereo_planes"), role)
+    return [src[i] for i in range(len(src))]
+
+
+def _classic_on_planes(repeats: int) -> dict[str, tuple[dict[str, float], float, str]]:
+    """NCC, StereoBM and StereoSGBM (each + mlcv fill) on the planes' test split, settings chosen on validation."""
+    val, test = _planes("validation"), _planes("test")
+    fill = jax.jit(ops.fill_background)
+
+    def ncc(r, lr):
+        def run(ex):
+            grey = [jax.device_put(ex[k][..., 0].astype(np.float32)) for k in ("image", "image_right")]
+            return ops.block_match(*grey, radius=r, num_disparities=32, lr_threshold=lr, subpixel=True, fill=True)
+
+        return run
+
+    def opencv(matcher):
+        def run(ex):
+            raw = matcher.compute(ex["image"][..., 0], ex["image_right"][..., 0])
+            return fill(_opencv_disparity(raw))
+
+        return run
+
+    grids = {
+        "mlcv NCC + LR check + fill": {
+            f"{2 * r + 1}x{2 * r + 1}, LR {lr:g} px": ncc(r, lr) for r in (1, 2, 3, 4) for lr in (0.0, 1.0)
+        },
+        "OpenCV StereoBM + mlcv fill": {
+            f"block {b}": opencv(cv2.StereoBM_create(numDisparities=32, blockSize=b)) for b in (5, 9, 15)
+        },
+        "OpenCV StereoSGBM + mlcv fill": {
+            f"block {b}": opencv(
+                cv2.StereoSGBM_create(minDisparity=0, numDisparities=32, blockSize=b, P1=8 * b * b, P2=32 * b * b)
+            )
+            for b in (3, 5, 7)
+        },
+    }
+
+    def score(fn, split):
+        pred = np.stack([np.asarray(fn(ex)) for ex in split])
+        gt = np.stack([np.where(ex["disparity_mask"], ex["disparity"], np.nan) for ex in split])
+        # Pooled over the split's pixels; rows stacked (the fill of the summary works row by row).
+        return stereo_metrics.summarize(pred.reshape(-1, pred.shape[-1]), gt.reshape(-1, gt.shape[-1]))
+
+    out = {}
+    for method, grid in grids.items():
+        choice = min(grid, key=lambda k: score(grid[k], val)["bad2_pct"])
+        _, t = _best_time(lambda fn=grid[choice]: fn(test[0]), repeats)
+        out[method] = (score(grid[choice], test), t, choice)
+    return out
+
+
+def _learned(workdir: str, gt_moto: np.ndarray, repeats: int) -> dict[str, float]:
+    """One run's planes test figures (its evaluator) and Motorcycle figures, with the times per pair."""
+    from mlcv.data.sources import stereo_builders
+    from mlcv.orchestration import stereo_transfer
+    from mlcv.training import runs
+
+    run = runs.load_run(workdir)
+    if run.config.task == "mccnn":  # the aggregation window, chosen on the planes' validation split
+        radii = {
+            r: stereo_transfer.with_overrides(run, {"mccnn.aggregate_radius": r}, "stereo_planes") for r in range(5)
+        }
+        val = {r: runs.evaluate_runs([m], "validation", batch_size=10)["ensemble"]["bad2"] for r, m in radii.items()}
+        run = radii[min(val, key=val.get)]
+    planes = runs.evaluate_runs([run], "test", batch_size=10)["ensemble"]
+    first = _planes("test")[0]
+    _, t_planes = stereo_transfer.predict_pair(run, first["image"], first["image_right"], repeats=repeats)
+    record = stereo_builders.motorcycle_record()
+    if run.config.task == "mccnn":
+        moto_run, downscale = stereo_transfer.with_overrides(run, {"mccnn.max_disparity": 79}, "motorcycle"), 1
+    else:
+        moto_run, downscale = run, 2
+    disp, t_moto = stereo_transfer.predict_pair(
+        moto_run, record["image"], record["image_right"], downscale=downscale, repeats=repeats
+    )
+    moto = stereo_metrics.summarize(disp, gt_moto)
+    return {
+        "planes_bad2": 100 * planes["bad2"],
+        "planes_epe": planes["epe"],
+        "planes_ms": 1000 * t_planes,
+        "moto_bad2": moto["bad2_pct"],
+        "moto_epe": moto["epe_px"],
+        "moto_s": t_moto,
+        "radius": float(run.config.mccnn.get("aggregate_radius", 0)) if run.config.task == "mccnn" else float("nan"),
+    }
+
+
+def comparison(run_args: list[str], moto_rows: dict, gt_moto: np.ndarray, repeats: int) -> None:
+    """Issue 14's table: classic and learned methods on the planes' test split and on Motorcycle."""
+
+    def pm(values, fmt):
+        values = np.asarray(values, float)
+        return f"{values.mean():{fmt}} ± {values.std(ddof=1):{fmt}}" if len(values) > 1 else f"{values[0]:{fmt}}"
+
+    print()
+    print(
+        "| method | planes test bad-2 % | planes EPE (px) | Motorcycle bad-2 % | Motorcycle EPE (px) | "
+        "time / planes pair (ms) | time / Motorcycle pair (s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    moto_of = {
+        "mlcv NCC + LR check + fill": "mlcv NCC 5x5, LR check 0 px + fill (the experiment's choice)",
+        "OpenCV StereoBM + mlcv fill": "OpenCV StereoBM, block 15 (grey) + mlcv fill",
+        "OpenCV StereoSGBM + mlcv fill": "OpenCV StereoSGBM, block 5 (colour) + mlcv fill",
+    }
+    for method, (m, t, choice) in _classic_on_planes(repeats).items():
+        disp, t_moto = moto_rows[moto_of[method]]
+        mm = stereo_metrics.summarize(disp, gt_moto)
+        print(
+            f"| {method} (planes: {choice}) | {m['bad2_pct']:.2f} | {m['epe_px']:.3f} | {mm['bad2_pct']:.2f} | "
+            f"{mm['epe_px']:.3f} | {1000 * t:.1f} | {t_moto:.3f} |"
+        )
+    for arg in run_args:
+        label, _, dirs = arg.partition("=")
+        rows = [_learned(wd, gt_moto, repeats) for wd in dirs.split(",") if wd]
+        for wd, r in zip(dirs.split(","), rows, strict=False):
+            print(f"<!-- {label} {wd}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + " -->")
+        col = {k: [r[k] for r in rows] for k in rows[0]}
+        print(
+            f"| {label} ({len(rows)} seeds) | {pm(col['planes_bad2'], '.2f')} | {pm(col['planes_epe'], '.3f')} | "
+            f"{pm(col['moto_bad2'], '.2f')} | {pm(col['moto_epe'], '.3f')} | {pm(col['planes_ms'], '.1f')} | "
+            f"{pm(col['moto_s'], '.3f')} |",
+            flush=True,
         )
 
 
