@@ -25,7 +25,8 @@ methods and the learned runs (one label per method, one workdir per training see
 synthetic ``stereo_planes`` test split and on Motorcycle, which no run trained or was selected on. On the planes the
 classic methods' settings (NCC window and LR tolerance, BM and SGBM block sizes) are chosen on the planes'
 validation split, each with mlcv's fill; a learned run is scored by its own evaluator (bad-2 and EPE over valid
-pixels, occluded ones included). MC-CNN's aggregation window (``mccnn.aggregate_radius``, 0-4) is chosen on the
+pixels, occluded ones included). MC-CNN's aggregation window (``mccnn.aggregate_radius``, 0-3) and then its
+semi-global matching penalties (none, or ``mccnn.sgm_p1`` 0.05-1.6 with ``sgm_p2 = 4 sgm_p1``) are chosen on the
 planes' validation split too. On Motorcycle MC-CNN scores disparities 0-79 at full resolution; DispNet-C, GC-Net
 and Monodepth, trained on 64 x 128 pairs with disparities up to 24 px, run on the pair at half resolution (250 x
 370, disparities up to 30 px) and their disparity is brought back to full resolution
@@ -182,6 +183,24 @@ def _classic_on_planes(repeats: int) -> dict[str, tuple[dict[str, float], float,
     return out
 
 
+def _select_mccnn(run):
+    """MC-CNN's post-processing chosen on the planes' validation bad-2: first the aggregation window (radius 0-3),
+    then with it semi-global matching (none, or P1 in 0.05-1.6 with P2 = 4 P1)."""
+    from mlcv.orchestration import stereo_transfer
+    from mlcv.training import runs
+
+    def val_bad2(overrides):
+        member = stereo_transfer.with_overrides(run, overrides, "stereo_planes")
+        return runs.evaluate_runs([member], "validation", batch_size=10)["ensemble"]["bad2"], member
+
+    radius = min(range(4), key=lambda r: val_bad2({"mccnn.aggregate_radius": r})[0])
+    grid = [
+        {"mccnn.aggregate_radius": radius, "mccnn.sgm_p1": p, "mccnn.sgm_p2": 4 * p}
+        for p in (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+    ]
+    return min((val_bad2(o) for o in grid), key=lambda t: t[0])[1]
+
+
 def _learned(workdir: str, gt_moto: np.ndarray, repeats: int) -> dict[str, float]:
     """One run's planes test figures (its evaluator) and Motorcycle figures, with the times per pair."""
     from mlcv.data.sources import stereo_builders
@@ -189,12 +208,8 @@ def _learned(workdir: str, gt_moto: np.ndarray, repeats: int) -> dict[str, float
     from mlcv.training import runs
 
     run = runs.load_run(workdir)
-    if run.config.task == "mccnn":  # the aggregation window, chosen on the planes' validation split
-        radii = {
-            r: stereo_transfer.with_overrides(run, {"mccnn.aggregate_radius": r}, "stereo_planes") for r in range(5)
-        }
-        val = {r: runs.evaluate_runs([m], "validation", batch_size=10)["ensemble"]["bad2"] for r, m in radii.items()}
-        run = radii[min(val, key=val.get)]
+    if run.config.task == "mccnn":
+        run = _select_mccnn(run)
     planes = runs.evaluate_runs([run], "test", batch_size=10)["ensemble"]
     first = _planes("test")[0]
     _, t_planes = stereo_transfer.predict_pair(run, first["image"], first["image_right"], repeats=repeats)
@@ -214,7 +229,11 @@ def _learned(workdir: str, gt_moto: np.ndarray, repeats: int) -> dict[str, float
         "moto_bad2": moto["bad2_pct"],
         "moto_epe": moto["epe_px"],
         "moto_s": t_moto,
-        "radius": float(run.config.mccnn.get("aggregate_radius", 0)) if run.config.task == "mccnn" else float("nan"),
+        **(
+            {"radius": float(run.config.mccnn.aggregate_radius), "sgm_p1": float(run.config.mccnn.sgm_p1)}
+            if run.config.task == "mccnn"
+            else {}
+        ),
     }
 
 

@@ -382,5 +382,6 @@ def stereo(task: str, data: ConfigDict, model: Mapping[str, Any], **training_kwa
     )
     head.mccnn.fill = True
     head.mccnn.aggregate_radius = 0  # box mean of the scores before the WTA (0: none)
+    head.mccnn.sgm_p1, head.mccnn.sgm_p2 = 0.0, 0.0  # semi-global matching's penalties (P1 = 0: none)
     train = training(**{"metric": "", "mode": "", **training_kwargs})
     return _join(ConfigDict({"seed": train.seed}), head, train)

@@ -16,7 +16,9 @@ The network scores whether a left and a right patch correspond (``mccnn_fast``: 
   parabola sub-pixel refinement and background fill (``config.mccnn.lr_threshold``, ``subpixel``, ``fill``).
   Before them ``config.mccnn.aggregate_radius`` > 0 averages the scores of each disparity over a ``(2r + 1)^2``
   window (``mlcv.ops.stereo.box_mean``): a fixed box where the paper grows cross-based support regions from the
-  image colours; its semi-global matching is not applied.
+  image colours. Then ``config.mccnn.sgm_p1`` > 0 smooths the volume by semi-global matching on the negated
+  scores (``mlcv.ops.sgm``: four paths, penalties ``sgm_p1`` for a one-disparity step and ``sgm_p2`` for a jump;
+  the paper's eight paths and its penalties modulated by image edges are not reproduced).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import ml_collections
 from mlcv import models
 from mlcv.config import ConfigError
 from mlcv.models import mccnn as mccnn_models
+from mlcv.ops import sgm
 from mlcv.ops import stereo as stereo_ops
 from mlcv.tasks.base import StepContext
 from mlcv.tasks.stereo import DisparityTask
@@ -126,6 +129,9 @@ class MCCNNTask(DisparityTask):
         mask = jnp.moveaxis(defined, -1, 0)[None, :, None, :]  # [1, D, 1, W]
         volume = stereo_ops.box_mean(volume, mask, int(mc.get("aggregate_radius", 0)))
         volume = jnp.where(mask, volume, -jnp.inf)
+        if float(mc.get("sgm_p1", 0.0)) > 0:
+            p1, p2 = float(mc.sgm_p1), float(mc.sgm_p2)
+            volume = jax.vmap(lambda v: sgm.semi_global(v, p1=p1, p2=p2))(volume)
         lr = float(mc.lr_threshold) if float(mc.lr_threshold) >= 0 else None
         disp = jax.vmap(
             lambda v: stereo_ops.disparity_from_volume(
