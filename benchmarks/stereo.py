@@ -189,6 +189,11 @@ def _select_mccnn(run):
     from mlcv.orchestration import stereo_transfer
     from mlcv.training import runs
 
+    for key in ("aggregate_radius", "sgm_p1", "sgm_p2"):  # runs trained before these settings existed
+        if key not in run.config.mccnn:
+            with run.config.unlocked():
+                run.config.mccnn[key] = 0.0 if key.startswith("sgm") else 0
+
     def val_bad2(overrides):
         member = stereo_transfer.with_overrides(run, overrides, "stereo_planes")
         return runs.evaluate_runs([member], "validation", batch_size=10)["ensemble"]["bad2"], member
@@ -201,14 +206,15 @@ def _select_mccnn(run):
     return min((val_bad2(o) for o in grid), key=lambda t: t[0])[1]
 
 
-def _learned(workdir: str, gt_moto: np.ndarray, repeats: int) -> dict[str, float]:
-    """One run's planes test figures (its evaluator) and Motorcycle figures, with the times per pair."""
+def _learned(workdir: str, gt_moto: np.ndarray, repeats: int, select: bool = False) -> dict[str, float]:
+    """One run's planes test figures (its evaluator) and Motorcycle figures, with the times per pair; ``select``:
+    MC-CNN with the aggregation and SGM chosen on validation (else as trained: WTA, LR check, fill)."""
     from mlcv.data.sources import stereo_builders
     from mlcv.orchestration import stereo_transfer
     from mlcv.training import runs
 
     run = runs.load_run(workdir)
-    if run.config.task == "mccnn":
+    if select:
         run = _select_mccnn(run)
     planes = runs.evaluate_runs([run], "test", batch_size=10)["ensemble"]
     first = _planes("test")[0]
@@ -231,7 +237,7 @@ def _learned(workdir: str, gt_moto: np.ndarray, repeats: int) -> dict[str, float
         "moto_s": t_moto,
         **(
             {"radius": float(run.config.mccnn.aggregate_radius), "sgm_p1": float(run.config.mccnn.sgm_p1)}
-            if run.config.task == "mccnn"
+            if select
             else {}
         ),
     }
@@ -262,18 +268,59 @@ def comparison(run_args: list[str], moto_rows: dict, gt_moto: np.ndarray, repeat
             f"| {method} (planes: {choice}) | {m['bad2_pct']:.2f} | {m['epe_px']:.3f} | {mm['bad2_pct']:.2f} | "
             f"{mm['epe_px']:.3f} | {1000 * t:.1f} | {t_moto:.3f} |"
         )
+    ncc_sgm, t, choice, moto_sgm, t_moto = _ncc_sgm(repeats)
+    print(
+        f"| mlcv NCC + SGM + LR check + fill (planes: {choice}) | {ncc_sgm['bad2_pct']:.2f} | "
+        f"{ncc_sgm['epe_px']:.3f} | {moto_sgm['bad2_pct']:.2f} | {moto_sgm['epe_px']:.3f} | {1000 * t:.1f} | "
+        f"{t_moto:.3f} |"
+    )
     for arg in run_args:
         label, _, dirs = arg.partition("=")
-        rows = [_learned(wd, gt_moto, repeats) for wd in dirs.split(",") if wd]
-        for wd, r in zip(dirs.split(","), rows, strict=False):
-            print(f"<!-- {label} {wd}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + " -->")
-        col = {k: [r[k] for r in rows] for k in rows[0]}
-        print(
-            f"| {label} ({len(rows)} seeds) | {pm(col['planes_bad2'], '.2f')} | {pm(col['planes_epe'], '.3f')} | "
-            f"{pm(col['moto_bad2'], '.2f')} | {pm(col['moto_epe'], '.3f')} | {pm(col['planes_ms'], '.1f')} | "
-            f"{pm(col['moto_s'], '.3f')} |",
-            flush=True,
-        )
+        dirs = [wd for wd in dirs.split(",") if wd]
+        variants = [(label, False)]
+        if "mccnn" in label.lower().replace("-", ""):
+            variants.append((f"{label} + box aggregation + SGM", True))
+        for name, select in variants:
+            rows = [_learned(wd, gt_moto, repeats, select) for wd in dirs]
+            for wd, r in zip(dirs, rows, strict=True):
+                print(f"<!-- {name} {wd}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + " -->")
+            col = {k: [r[k] for r in rows] for k in rows[0]}
+            print(
+                f"| {name} ({len(rows)} seeds) | {pm(col['planes_bad2'], '.2f')} | {pm(col['planes_epe'], '.3f')} | "
+                f"{pm(col['moto_bad2'], '.2f')} | {pm(col['moto_epe'], '.3f')} | {pm(col['planes_ms'], '.1f')} | "
+                f"{pm(col['moto_s'], '.3f')} |",
+                flush=True,
+            )
+
+
+def _ncc_sgm(repeats: int):
+    """NCC with the same semi-global matching as MC-CNN's, window and penalties chosen on the planes' validation
+    split; then on Motorcycle (80 disparities)."""
+    from mlcv.ops import sgm
+
+    def match(left, right, radius, p1, disparities):
+        vol = ops.ncc_cost_volume(left, right, radius=radius, num_disparities=disparities)
+        vol = sgm.semi_global(vol, p1=p1, p2=4 * p1)
+        return ops.disparity_from_volume(vol, lr_threshold=0.0, subpixel=True, fill=True)
+
+    def score(split, radius, p1):
+        pred, gt = [], []
+        for ex in split:
+            grey = [jax.device_put(ex[k][..., 0].astype(np.float32)) for k in ("image", "image_right")]
+            pred.append(np.asarray(match(*grey, radius, p1, 32)))
+            gt.append(np.where(ex["disparity_mask"], ex["disparity"], np.nan))
+        pred, gt = np.stack(pred), np.stack(gt)
+        return stereo_metrics.summarize(pred.reshape(-1, pred.shape[-1]), gt.reshape(-1, gt.shape[-1]))
+
+    val, test = _planes("validation"), _planes("test")
+    grid = [(r, p) for r in (1, 2, 3) for p in (0.05, 0.1, 0.2, 0.4, 0.8)]
+    radius, p1 = min(grid, key=lambda g: score(val, *g)["bad2_pct"])
+    first = [jax.device_put(test[0][k][..., 0].astype(np.float32)) for k in ("image", "image_right")]
+    _, t = _best_time(lambda: match(*first, radius, p1, 32), repeats)
+    pair = stereo_data.motorcycle()
+    moto, t_moto = _best_time(lambda: match(pair["left"], pair["right"], radius, p1, NUM_DISPARITIES), repeats)
+    choice = f"{2 * radius + 1}x{2 * radius + 1}, P1 {p1:g}, P2 {4 * p1:g}"
+    return score(test, radius, p1), t, choice, stereo_metrics.summarize(moto, pair["disparity"]), t_moto
 
 
 if __name__ == "__main__":
