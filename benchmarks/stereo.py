@@ -74,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--runs", nargs="*", default=[], help="LABEL=WORKDIR,WORKDIR,... per learned method")
+    parser.add_argument("--learned-only", action="store_true", help="with --runs: only the learned rows")
     args = parser.parse_args()
     from skimage import data
 
@@ -125,7 +126,8 @@ def main() -> None:
             f"| {t / bm_time:.1f}x |"
         )
     if args.runs:
-        comparison(args.runs, {name: (disp, t) for name, disp, t in rows}, gt, args.repeats)
+        moto_rows = {name: (disp, t) for name, disp, t in rows}
+        comparison(args.runs, moto_rows, gt, args.repeats, classic=not args.learned_only)
 
 
 def _planes(role: str) -> list[dict[str, np.ndarray]]:
@@ -243,7 +245,7 @@ def _learned(workdir: str, gt_moto: np.ndarray, repeats: int, select: bool = Fal
     }
 
 
-def comparison(run_args: list[str], moto_rows: dict, gt_moto: np.ndarray, repeats: int) -> None:
+def comparison(run_args: list[str], moto_rows: dict, gt_moto: np.ndarray, repeats: int, classic: bool = True) -> None:
     """Issue 14's table: classic and learned methods on the planes' test split and on Motorcycle."""
 
     def pm(values, fmt):
@@ -261,19 +263,20 @@ def comparison(run_args: list[str], moto_rows: dict, gt_moto: np.ndarray, repeat
         "OpenCV StereoBM + mlcv fill": "OpenCV StereoBM, block 15 (grey) + mlcv fill",
         "OpenCV StereoSGBM + mlcv fill": "OpenCV StereoSGBM, block 5 (colour) + mlcv fill",
     }
-    for method, (m, t, choice) in _classic_on_planes(repeats).items():
+    for method, (m, t, choice) in (_classic_on_planes(repeats) if classic else {}).items():
         disp, t_moto = moto_rows[moto_of[method]]
         mm = stereo_metrics.summarize(disp, gt_moto)
         print(
             f"| {method} (planes: {choice}) | {m['bad2_pct']:.2f} | {m['epe_px']:.3f} | {mm['bad2_pct']:.2f} | "
             f"{mm['epe_px']:.3f} | {1000 * t:.1f} | {t_moto:.3f} |"
         )
-    ncc_sgm, t, choice, moto_sgm, t_moto = _ncc_sgm(repeats)
-    print(
-        f"| mlcv NCC + SGM + LR check + fill (planes: {choice}) | {ncc_sgm['bad2_pct']:.2f} | "
-        f"{ncc_sgm['epe_px']:.3f} | {moto_sgm['bad2_pct']:.2f} | {moto_sgm['epe_px']:.3f} | {1000 * t:.1f} | "
-        f"{t_moto:.3f} |"
-    )
+    if classic:
+        ncc_sgm, t, choice, moto_sgm, t_moto = _ncc_sgm(repeats)
+        print(
+            f"| mlcv NCC + SGM + LR check + fill (planes: {choice}) | {ncc_sgm['bad2_pct']:.2f} | "
+            f"{ncc_sgm['epe_px']:.3f} | {moto_sgm['bad2_pct']:.2f} | {moto_sgm['epe_px']:.3f} | {1000 * t:.1f} | "
+            f"{t_moto:.3f} |"
+        )
     for arg in run_args:
         label, _, dirs = arg.partition("=")
         dirs = [wd for wd in dirs.split(",") if wd]
