@@ -1,7 +1,7 @@
 """Monodepth's loss terms, one by one (course §12.2, eqs. 75-78): appearance L1 only, + SSIM, + smoothness, + LR.
 
 Run (one command; an interrupted run resumes where it stopped):
-  python launch.py --config experiments/planes_monodepth_ablation.py --sweep --workdir docs/planes_monodepth
+  python launch.py --config experiments/planes_monodepth_ablation.py:steps=1000 --sweep --workdir docs/planes_monodepth
   python launch.py --config experiments/planes_monodepth_ablation.py:runlocal --sweep   # tiny, a few steps
 
 Every row trains experiments/planes_stereo.py's Monodepth (the left image alone in, left and right disparities out,
@@ -9,7 +9,9 @@ no ground truth) on ``stereo_planes`` with the same schedule, and differs only i
 has alpha_ssim = 0 and no smoothness or left-right term; each further row adds one term with the paper's weight
 (alpha_ssim 0.85, alpha_ds 0.1, alpha_lr 1). Seeds 0-2.
 
-Reaches: not yet measured (issue 14's open part).
+Reaches (``steps=1000``, 7-11 min a run on the shared 2-core CPU; docs/planes_monodepth.md), test bad-2 %: L1
+45.07 ± 0.28; + SSIM 58.06 ± 29.29 (one seed collapses); + smoothness 37.99 ± 0.13; + left-right, the full loss,
+89.97 ± 0.65: the left-right term flattens both disparity maps on these scenes.
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ ground-truth disparity (L1 at every scale they predict); Monodepth sees the left
 learns from the pair without any ground truth (eq. 78). The checkpoint is chosen on validation bad-2; the test
 figures are bad-1/2/4, EPE and density over valid pixels, and over non-occluded ones (``*_noc``).
 
-Reaches, MC-CNN fast (``steps=1000``, seeds 0-2, 7-14 min a run on the 2-core CPU): planes test bad-2
-14.42 ± 1.26 %, Motorcycle (never trained on) 15.91 ± 0.40 %, against NCC block matching's 11.39 %
-(docs/results.md#planes_stereo). The other models are not yet measured (the open part of issue 14).
+Reaches (seeds 0-2, 2-core CPU; commands, settings and the whole table: docs/results.md#planes_stereo): on the
+real Motorcycle pair, never trained on, MC-CNN fast (``steps=1000``, 11-14 min a run) 16.02 ± 0.92 % bad-2 as
+trained and 9.56 ± 1.15 % with box aggregation + SGM chosen on the planes' validation split, against NCC's
+11.32 %; on the planes' test split 14.34 ± 1.52 and 9.99 ± 1.45 %. DispNet-C (``steps=2000``) 28.64 ± 1.19 % on
+the planes, 87.29 ± 1.13 % on Motorcycle; GC-Net and Monodepth: see the table.
 """
 
 from __future__ import annotations
