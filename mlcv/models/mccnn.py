@@ -176,20 +176,25 @@ class MCCNNAccurate(nn.Module):
     def match_scores(self, left_image: jax.Array, right_image: jax.Array, max_disparity: int) -> jax.Array:
         """Logit cost volume ``[B, H, W, max_disparity + 1]``: the head as 1x1 convolutions on every pair."""
         left, right = self.features(left_image), self.features(right_image)
-        b, h, w, _ = left.shape
-        inside = jnp.arange(w)[None, None, :, None]
+        w = left.shape[2]
 
         # One disparity at a time (lax.map): the whole [B, D, H, W, 2F] volume of the 500 x 741 Motorcycle pair with
         # 80 disparities would take 7.6 GB before the head. Flax modules cannot be called inside a JAX transform, so
         # the head runs there as plain matrix products on its parameters (created at init by this first call).
         self._head(jnp.zeros((1, 2 * left.shape[-1]), left.dtype))
         layers = [(m.variables["params"]["kernel"], m.variables["params"]["bias"]) for m in (*self.fc, self.out)]
+        # The first layer on [left, right] is left @ K_l + right @ K_r: the left half is the same for every d.
+        first, bias0 = layers[0]
+        left_part = left @ first[: left.shape[-1]] + bias0
+        # Zeros before column 0, so a slice starting d columns earlier is the right view shifted by d, with
+        # concat_cost_volume's zero partner where x - d < 0.
+        padded = jnp.pad(right, ((0, 0), (0, 0), (max_disparity, 0), (0, 0)))
 
         def one(d: jax.Array) -> jax.Array:
-            shifted = _right_at(right, jnp.full((b, h, w, 1), d))[..., 0, :]
-            x = jnp.concatenate([left, jnp.where(inside >= d, shifted, 0.0)], axis=-1)  # concat_cost_volume's pairs
+            shifted = jax.lax.dynamic_slice_in_dim(padded, max_disparity - d, w, axis=2)
+            x = left_part + shifted @ first[left.shape[-1] :]
             for i, (kernel, bias) in enumerate(layers):
-                x = x @ kernel + bias
+                x = x if i == 0 else x @ kernel + bias
                 x = nn.relu(x) if i < len(layers) - 1 else x
             return x[..., 0]
 
