@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, runlocal=False)
     config = defaults.classification(
         defaults.data("digits", pp_train="random_crop(8, pad=1)|normalize"),
-        {"name": "cnn", "features": (32, 64), "convs_per_stage": 2, "dense": 128, "dropout": 0.3, "batch_norm": True},
+        {"name": "cnn", "features": (32, 64), "convs_per_stage": 2, "dense": 128, "dropout": 0.3, "norm": "batch"},
     )
     config.optim.update(name="adam", lr=3e-3, schedule="cosine")
     config.update(total_epochs=40.0, eval_every_epochs=2.0, log_every_steps=20)

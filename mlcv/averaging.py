@@ -11,6 +11,9 @@ Rules, with theta the raw parameters after a step and avg the average:
 - ``ema``:    avg <- (1 - rho) * theta + rho * avg        every step
 - ``polyak``: avg <- (theta + n * avg) / (n + 1)          every step from ``start_step``
 - ``cycle``:  avg <- (theta_cycle + n * avg) / (n + 1)    at the end of each learning-rate cycle
+
+Names: what the course calls Polyak averaging (its eq. 40) is the exponential moving average, ``ema`` here
+(``ema_decay`` is its beta). ``polyak`` is Polyak and Juditsky's uniform mean of the iterates.
 """
 
 from __future__ import annotations

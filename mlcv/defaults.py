@@ -217,6 +217,7 @@ def optim(name: str = "adam", lr: float = 3e-3, schedule: str = "cosine", **over
     config.onecycle_pct = 0.3  # onecycle: fraction of steps rising
     config.div_factor = 25.0
     config.final_div = 1e4
+    config.onecycle_anneal = "linear"  # onecycle: linear | cos fall after the peak (linear: the course's eqs. 38-39)
     config.momentum_max = 0.95  # onecycle: momentum (or adam b1) moves the opposite way
     config.momentum_min = 0.85
     config.cycles = 1  # cosine_restarts

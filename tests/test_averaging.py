@@ -26,7 +26,8 @@ def _run(cfg: dict, cycle_ends=()):
 
 
 def test_ema_by_hand():
-    """avg <- (1 - rho) theta + rho avg, from the initial parameters, rho = 0.9."""
+    """avg <- (1 - rho) theta + rho avg, from the initial parameters, rho = 0.9: the course's "Polyak averaging"
+    of eq. 40 is this exponential moving average (``kind="ema"``); mlcv's ``polyak`` is the uniform mean below."""
     got, count, init = _run({"kind": "ema", "ema_decay": 0.9, "ema_warmup": False})
     expected = init
     for theta in THETAS:

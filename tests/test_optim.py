@@ -121,10 +121,53 @@ def _onecycle(t, lo, peak, end, up, n):
     return end + (peak - end) * (1 + math.cos(math.pi * min(t - up, n - up) / (n - up))) / 2
 
 
-def test_onecycle_schedule_defaults():
-    """onecycle, T = 100: lr / 25 rising linearly to lr at step 30, then cosine down to lr / 1e4 at step 100."""
+def _course_onecycle(t, total, p, lr_0, lr_max, lr_end, m_min, m_max):
+    """The course's eqs. 38-39 for iteration t of I = ``total``, rising for the fraction p, as printed except that
+    the falling line starts from lr_max where eq. 38 prints lr_0 (lr_0 there would jump from lr_max to lr_0 at
+    t = pI)."""
+    if t <= p * total:
+        lr = lr_0 + (lr_max - lr_0) * t / (p * total)
+        m = m_max - (m_max - m_min) * t / (p * total)
+    else:
+        f = min(t - p * total, (1 - p) * total) / ((1 - p) * total)  # held at the end values after I
+        lr = lr_max - (lr_max - lr_end) * f
+        m = m_min + (m_max - m_min) * f
+    return lr, m
+
+
+@pytest.mark.parametrize("pct,T", [(0.3, 100), (0.25, 40), (0.45, 200)])
+def test_onecycle_is_the_courses_eqs_38_39_at_20_points(pct, T):
+    """The default one-cycle (onecycle_anneal 'linear') against eqs. 38-39 written out, at 20 steps spread over
+    the rise, the peak, the fall and past the end, for the learning rate and the momentum moved against it."""
+    lr, div, final = 0.4, 25.0, 1e4
+    cfg = _cfg(name="momentum", lr=lr, schedule="onecycle", onecycle_pct=pct, div_factor=div, final_div=final)
+    steps = sorted({round(k * T / 18) for k in range(18)} | {round(pct * T), T + 5})
+    assert len(steps) == 20
+    lr_sched, m_sched = optim.schedule(cfg, T), optim.momentum_schedule(cfg, T)
+    course = [_course_onecycle(t, T, pct, lr / div, lr, lr / final, 0.85, 0.95) for t in steps]
+    np.testing.assert_allclose(_values(lr_sched, steps), [c[0] for c in course], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_values(m_sched, steps), [c[1] for c in course], rtol=1e-6)
+    # By hand for pct 0.3, T 100: at 85 % of the run the line is at lr - (lr - lr/1e4) * 55/70.
+    if (pct, T) == (0.3, 100):
+        assert float(lr_sched(85)) == pytest.approx(0.4 - (0.4 - 4e-5) * 55 / 70, rel=1e-5)
+        assert float(m_sched(85)) == pytest.approx(0.85 + 0.10 * 55 / 70, rel=1e-6)
+
+
+def test_onecycle_linear_and_cosine_fall_differ_by_half_the_peak_at_85_percent():
+    """At step 85 of 100 (rise 30 %) the line of eqs. 38-39 is at 1 - 55/70 = 0.214 of the peak, the cosine fall
+    at (1 + cos(pi 55/70)) / 2 = 0.095: 'cos' is a documented option, not the course's form."""
+    lin = optim.schedule(_cfg(name="sgd", lr=1.0, schedule="onecycle"), 100)
+    cos = optim.schedule(_cfg(name="sgd", lr=1.0, schedule="onecycle", onecycle_anneal="cos"), 100)
+    assert float(lin(85)) == pytest.approx(1 - (1 - 1e-4) * 55 / 70, rel=1e-5)
+    assert float(cos(85)) == pytest.approx(1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * 55 / 70)) / 2, rel=1e-4)
+    with pytest.raises(ConfigError, match=r"config\.optim\.onecycle_anneal"):
+        optim.check(_cfg(name="sgd", lr=1.0, schedule="onecycle", onecycle_anneal="cosine"))
+
+
+def test_onecycle_cosine_fall():
+    """onecycle_anneal 'cos', T = 100: lr / 25 rising linearly to lr at step 30, then cosine down to lr / 1e4."""
     lr, T = 2.0, 100
-    sched = optim.schedule(_cfg(name="sgd", lr=lr, schedule="onecycle"), T)
+    sched = optim.schedule(_cfg(name="sgd", lr=lr, schedule="onecycle", onecycle_anneal="cos"), T)
     steps = [0, 15, 29, 30, 65, 99, 100, 120]
     expected = [_onecycle(t, lr / 25, lr, lr / 1e4, 30, T) for t in steps]
     # atol: 1 + cos(pi 69 / 70) loses digits in float32 near the end of the cosine.
@@ -138,6 +181,7 @@ def test_onecycle_schedule_keys_and_warmup():
     """onecycle_pct 0.25, div_factor 10, final_div 100 after a 10-step warm-up: the cycle spans steps 10..50."""
     lr, W, T = 1.0, 10, 50
     cfg = _cfg(name="sgd", lr=lr, schedule="onecycle", onecycle_pct=0.25, div_factor=10, final_div=100, warmup_steps=W)
+    cfg.onecycle_anneal = "cos"
     sched = optim.schedule(cfg, T)
     steps = [0, 5, 10, 15, 19, 20, 35, 49, 50]
     expected = [lr * t / W if t < W else _onecycle(t - W, 0.1, 1.0, 0.01, 10, T - W) for t in steps]
@@ -148,7 +192,7 @@ def test_onecycle_momentum_schedule():
     """One-cycle momentum: 0.95 falling linearly to 0.85 while the lr rises, back to 0.95 along the cosine."""
     T = 100
     for name in ("momentum", "nesterov", "adam"):
-        sched = optim.momentum_schedule(_cfg(name=name, lr=1.0, schedule="onecycle"), T)
+        sched = optim.momentum_schedule(_cfg(name=name, lr=1.0, schedule="onecycle", onecycle_anneal="cos"), T)
         steps = [0, 15, 30, 65, 99, 100]
         expected = [_onecycle(t, 0.95, 0.85, 0.95, 30, T) for t in steps]
         np.testing.assert_allclose(_values(sched, steps), expected, rtol=1e-6)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import flax.linen as nn
 import jax
 
 
 class SmallCNN(nn.Module):
-    """Stages of 3x3 conv-BN-ReLU blocks, each stage ending in 2x2 max pooling.
+    """Stages of 3x3 conv-norm-ReLU blocks, each stage ending in 2x2 max pooling.
 
     Attributes:
       num_classes: number of output scores.
@@ -17,7 +18,10 @@ class SmallCNN(nn.Module):
       convs_per_stage: 3x3 convolutions per stage.
       dense: width of the hidden fully connected layer (0 for none).
       dropout: drop rate before the classifier (training only).
-      batch_norm: batch normalization after each convolution.
+      norm: the normalization after each convolution: "batch" (statistics of each channel over the batch and
+        the positions; moving averages at test), "layer" (the course's layer normalization, section 6.2: the mean
+        and variance of each example over all the units of the layer, H x W x C, the same in training and at
+        test, then a scale and a shift per channel) or "none".
     """
 
     num_classes: int
@@ -25,15 +29,19 @@ class SmallCNN(nn.Module):
     convs_per_stage: int = 2
     dense: int = 128
     dropout: float = 0.0
-    batch_norm: bool = True
+    norm: Literal["batch", "layer", "none"] = "batch"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         for s, width in enumerate(self.features):
             for c in range(self.convs_per_stage):
-                x = nn.Conv(width, (3, 3), use_bias=not self.batch_norm, name=f"stage{s}_conv{c}")(x)
-                if self.batch_norm:
+                # Batch norm removes a per-channel bias; layer norm subtracts one mean over all channels, so the
+                # convolution keeps its bias there.
+                x = nn.Conv(width, (3, 3), use_bias=self.norm != "batch", name=f"stage{s}_conv{c}")(x)
+                if self.norm == "batch":
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"stage{s}_bn{c}")(x)
+                elif self.norm == "layer":
+                    x = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), name=f"stage{s}_ln{c}")(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
         x = x.reshape((x.shape[0], -1))

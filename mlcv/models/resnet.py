@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -46,17 +46,20 @@ def _conv(features: int, k: int, *, strides: int = 1, dilation: int = 1, groups:
     )
 
 
-def _norm(train: bool, name: str, zero: bool = False) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        scale_init=nn.initializers.zeros if zero else nn.initializers.ones,
-        name=name,
-    )
+Norm = Literal["batch", "layer"]
 
 
-def _shortcut(x: jax.Array, features: int, strides: int, kind: str, train: bool) -> jax.Array:
+def _norm(train: bool, name: str, zero: bool = False, kind: Norm = "batch") -> nn.Module:
+    """Batch norm, or layer norm over each example's H x W x C units (course section 6.2) named ``ln*``."""
+    scale_init = nn.initializers.zeros if zero else nn.initializers.ones
+    if kind == "layer":
+        # The convolutions stay without bias, as before batch norm: the norm's own per-channel shift follows.
+        name = name.replace("bn", "ln")
+        return nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), scale_init=scale_init, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, scale_init=scale_init, name=name)
+
+
+def _shortcut(x: jax.Array, features: int, strides: int, kind: str, train: bool, norm: Norm = "batch") -> jax.Array:
     """The identity if shapes match, else option B (1x1 conv + BN) or option A (strided, zero-padded identity).
 
     Called inside a block's compact ``__call__``: the projection's modules are that block's ``proj_conv`` and
@@ -72,7 +75,7 @@ def _shortcut(x: jax.Array, features: int, strides: int, kind: str, train: bool)
     if kind != "B":
         raise ValueError(f"shortcut must be 'A' or 'B', got {kind!r}")
     x = _conv(features, 1, strides=strides, name="proj_conv")(x)
-    return _norm(train, "proj_bn")(x)
+    return _norm(train, "proj_bn", kind=norm)(x)
 
 
 class SqueezeExcite(nn.Module):
@@ -103,6 +106,7 @@ class BasicBlock(nn.Module):
       se_reduction: squeeze-and-excitation on the branch with this reduction (0: none).
       zero_init_residual: start the branch's last BN scale at zero, so the block starts as relu(shortcut(x)).
       shortcut: "B" (1x1 projection) or "A" (zero-padded identity) where shapes change.
+      norm: "batch" or "layer" normalization after each convolution.
     """
 
     features: int
@@ -111,17 +115,18 @@ class BasicBlock(nn.Module):
     se_reduction: int = 0
     zero_init_residual: bool = False
     shortcut: str = "B"
+    norm: Norm = "batch"
     expansion: ClassVar[int] = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         y = _conv(self.features, 3, strides=self.strides, dilation=self.dilation, name="conv1")(x)
-        y = nn.relu(_norm(train, "bn1")(y))
+        y = nn.relu(_norm(train, "bn1", kind=self.norm)(y))
         y = _conv(self.features, 3, dilation=self.dilation, name="conv2")(y)
-        y = _norm(train, "bn2", zero=self.zero_init_residual)(y)
+        y = _norm(train, "bn2", zero=self.zero_init_residual, kind=self.norm)(y)
         if self.se_reduction:
             y = SqueezeExcite(self.se_reduction, name="se")(y)
-        return nn.relu(y + _shortcut(x, self.features, self.strides, self.shortcut, train))
+        return nn.relu(y + _shortcut(x, self.features, self.strides, self.shortcut, train, self.norm))
 
 
 class BottleneckBlock(nn.Module):
@@ -137,6 +142,7 @@ class BottleneckBlock(nn.Module):
       se_reduction: squeeze-and-excitation on the branch with this reduction (0: none).
       zero_init_residual: start the branch's last BN scale at zero, so the block starts as relu(shortcut(x)).
       shortcut: "B" (1x1 projection) or "A" (zero-padded identity) where shapes change.
+      norm: "batch" or "layer" normalization after each convolution.
     """
 
     features: int
@@ -147,19 +153,20 @@ class BottleneckBlock(nn.Module):
     se_reduction: int = 0
     zero_init_residual: bool = False
     shortcut: str = "B"
+    norm: Norm = "batch"
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         width = int(self.features * self.base_width / 64) * self.groups
         out = self.features * self.expansion
-        y = nn.relu(_norm(train, "bn1")(_conv(width, 1, name="conv1")(x)))
+        y = nn.relu(_norm(train, "bn1", kind=self.norm)(_conv(width, 1, name="conv1")(x)))
         y = _conv(width, 3, strides=self.strides, dilation=self.dilation, groups=self.groups, name="conv2")(y)
-        y = nn.relu(_norm(train, "bn2")(y))
-        y = _norm(train, "bn3", zero=self.zero_init_residual)(_conv(out, 1, name="conv3")(y))
+        y = nn.relu(_norm(train, "bn2", kind=self.norm)(y))
+        y = _norm(train, "bn3", zero=self.zero_init_residual, kind=self.norm)(_conv(out, 1, name="conv3")(y))
         if self.se_reduction:
             y = SqueezeExcite(self.se_reduction, name="se")(y)
-        return nn.relu(y + _shortcut(x, out, self.strides, self.shortcut, train))
+        return nn.relu(y + _shortcut(x, out, self.strides, self.shortcut, train, self.norm))
 
 
 class ResNet(nn.Module):
@@ -170,7 +177,7 @@ class ResNet(nn.Module):
       num_classes: number of output scores.
       stage_sizes: blocks per stage.
       block: the block class (``BasicBlock``, ``BottleneckBlock`` or a ``partial`` of one), called as
-        ``block(features, strides=, dilation=, zero_init_residual=, shortcut=)``.
+        ``block(features, strides=, dilation=, zero_init_residual=, shortcut=, norm=)``.
       widths: base width of each stage (the stem has ``widths[0]`` channels).
       stem: "imagenet" (7x7/2 conv, BN, ReLU, 3x3/2 max-pool: stride 4) or "cifar" (3x3 conv, BN, ReLU: stride 1).
       zero_init_residual: zero-initialise the last BN scale of every residual branch (Goyal et al. 2017).
@@ -181,6 +188,8 @@ class ResNet(nn.Module):
       features_only: return the last feature map (N, H / stride, W / stride, C) instead of logits.
       return_stages: return the output of every stage, ``{level: map}`` with ``level = log2(stride)`` (C2..C5 of
         an ImageNet ResNet, the inputs of a feature pyramid), instead of logits.
+      norm: "batch" (the papers') or "layer": the course's layer normalization (section 6.2), each example's mean
+        and variance over all the H x W x C units of a layer, then a scale and shift per channel.
     """
 
     num_classes: int
@@ -193,16 +202,17 @@ class ResNet(nn.Module):
     output_stride: int | None = None
     features_only: bool = False
     return_stages: bool = False
+    norm: Norm = "batch"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if self.stem == "imagenet":
             x = _conv(self.widths[0], 7, strides=2, name="stem_conv")(x)
-            x = nn.relu(_norm(train, "stem_bn")(x))
+            x = nn.relu(_norm(train, "stem_bn", kind=self.norm)(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
             stride = 4
         elif self.stem == "cifar":
-            x = nn.relu(_norm(train, "stem_bn")(_conv(self.widths[0], 3, name="stem_conv")(x)))
+            x = nn.relu(_norm(train, "stem_bn", kind=self.norm)(_conv(self.widths[0], 3, name="stem_conv")(x)))
             stride = 1
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
@@ -225,6 +235,7 @@ class ResNet(nn.Module):
                     dilation=dilation,
                     zero_init_residual=self.zero_init_residual,
                     shortcut=self.shortcut,
+                    norm=self.norm,
                     name=f"stage{i + 1}_block{j}",
                 )(x, train=train)
             stages[stride.bit_length() - 1] = x

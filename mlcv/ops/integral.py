@@ -1,10 +1,12 @@
 """Integral images (summed-area tables) and rectangle sums in four look-ups.
 
 The integral image of ``i`` holds at ``(y, x)`` the sum of every pixel above
-and to the left of it, inclusive. The course builds it with two running sums,
-``s(x, y) = s(x, y - 1) + i(x, y)`` down each column and
-``ii(x, y) = ii(x - 1, y) + s(x, y)`` along each row, one pass over the image:
-those two recurrences are exactly two cumulative sums, one per axis.
+and to the left of it, inclusive. The course builds it with the single recurrence
+of its eq. 46, ``ii(x, y) = i(x, y) + ii(x - 1, y) + ii(x, y - 1) - ii(x - 1, y - 1)``,
+one pass over the image in raster order. mlcv computes the same table as two
+cumulative sums, one per axis (Viola and Jones's column sum ``s(x, y) = s(x, y - 1) + i(x, y)``
+then ``ii(x, y) = ii(x - 1, y) + s(x, y)``): vectorised, and exact in integers; the test
+checks it against eq. 46 run pixel by pixel.
 
 Everything works on the last two axes, so a stack of windows or images is one
 call. The *padded* form has a leading row and column of zeros: then the sum of

@@ -89,6 +89,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return any(_fits(value, a) for a in args)
     if hint is type(None):
         return value is None
+    if origin is typing.Literal:
+        return value in args
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:

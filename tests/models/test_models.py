@@ -13,7 +13,7 @@ from mlcv.config import ConfigError
 LINEAR_PARAMS = 64 * 10 + 10  # W (64 x 10) + b = 650
 MLP_PARAMS = 64 * 128 + 128 + 128 * 10 + 10  # hidden0 + head = 9610
 CNN_PARAMS = (
-    # stage 0 (8x8 -> pool -> 4x4): two 3x3 convs without bias (batch_norm), BN scale + bias per channel
+    # stage 0 (8x8 -> pool -> 4x4): two 3x3 convs without bias (norm batch), BN scale + bias per channel
     3 * 3 * 1 * 32
     + 2 * 32
     + 3 * 3 * 32 * 32
@@ -102,9 +102,9 @@ def test_sgd_steps_lower_the_loss(name):
     assert values[-1] < 0.9 * values[0], values
 
 
-def test_cnn_with_dropout_and_without_batch_norm():
+def test_cnn_with_dropout_and_without_normalization():
     """The CNN without batch norm has conv biases and no batch_stats; dropout differs by rng only in training."""
-    model = models.get("cnn", num_classes=3, features=(4,), convs_per_stage=1, dense=0, dropout=0.5, batch_norm=False)
+    model = models.get("cnn", num_classes=3, features=(4,), convs_per_stage=1, dense=0, dropout=0.5, norm="none")
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
     variables = model.init(jax.random.key(0), x)
     assert set(variables) == {"params"}
@@ -116,6 +116,59 @@ def test_cnn_with_dropout_and_without_batch_norm():
     t1 = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
     t2 = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
     assert not np.allclose(t1, t2)
+
+
+def test_cnn_layer_norm_by_hand():
+    """norm="layer": per example, mean and variance over all H x W x C units (course section 6.2), then a scale
+    and shift per channel; the same in training and at test, and no example sees another's statistics."""
+    model = models.get("cnn", num_classes=2, features=(2,), convs_per_stage=1, dense=0, norm="layer")
+    x = jnp.zeros((2, 2, 2, 1), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    assert set(variables) == {"params"}  # no running statistics
+    # conv 3*3*1*2 + 2 (a bias: layer norm keeps it), LN scale + shift per channel 2 + 2, head (1*1*2)*2 + 2
+    assert _count(variables["params"]) == 18 + 2 + 4 + 6
+    params = jax.tree.map(np.asarray, variables["params"])
+    # A kernel that copies the pixel into channel 0 and doubles it into channel 1 (centre tap only), bias (0, 1).
+    kernel = np.zeros((3, 3, 1, 2), np.float32)
+    kernel[1, 1, 0] = (1.0, 2.0)
+    params["stage0_conv0"] = {"kernel": kernel, "bias": np.array([0.0, 1.0], np.float32)}
+    params["stage0_ln0"] = {"scale": np.array([1.0, 2.0], np.float32), "bias": np.array([0.0, 0.5], np.float32)}
+    image = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    batch = jnp.asarray(np.stack([image, 10 * image])[..., None])
+    _, state = model.apply({"params": params}, batch, capture_intermediates=True)
+    ln = np.asarray(state["intermediates"]["stage0_ln0"]["__call__"][0])
+    # Example 0: channel 0 = 1, 2, 3, 4; channel 1 = 2x + 1 = 3, 5, 7, 9. Mean of the 8 units 4.25,
+    # variance (3.25^2 + 2.25^2 + 1.25^2 + 0.25^2 + 1.25^2 + 0.75^2 + 2.75^2 + 4.75^2) / 8 = 49.5 / 8 = 6.1875.
+    sd = np.sqrt(6.1875 + 1e-5)
+    np.testing.assert_allclose(ln[0, ..., 0].ravel(), (np.array([1, 2, 3, 4]) - 4.25) / sd, rtol=1e-5)
+    np.testing.assert_allclose(ln[0, ..., 1].ravel(), 2 * (np.array([3, 5, 7, 9]) - 4.25) / sd + 0.5, rtol=1e-5)
+    # Example 1 (x10): channel 0 = 10..40, channel 1 = 21, 41, 61, 81; mean 304 / 8 = 38, variance
+    # (28^2 + 18^2 + 8^2 + 2^2 + 17^2 + 3^2 + 23^2 + 43^2) / 8 = 3852 / 8 = 481.5.
+    sd1 = np.sqrt(481.5 + 1e-5)
+    np.testing.assert_allclose(ln[1, ..., 0].ravel(), (np.array([10, 20, 30, 40]) - 38) / sd1, rtol=1e-5)
+    alone = model.apply({"params": params}, batch[:1], train=True, capture_intermediates=True)[1]
+    np.testing.assert_allclose(alone["intermediates"]["stage0_ln0"]["__call__"][0], ln[:1], rtol=1e-6)
+
+
+def test_resnet_layer_norm_option():
+    """ResNet norm="layer": the stem's norm is each example's (x - mean) / sqrt(var + 1e-5) over H x W x C, by
+    numpy; the parameters of the batch-norm model, renamed, with no batch statistics; a few steps lower the loss."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    y = jnp.asarray([0, 1])
+    bn = models.get("_resnet_tiny", num_classes=2, stem="cifar")
+    ln = models.get("_resnet_tiny", num_classes=2, stem="cifar", norm="layer")
+    vb, vl = bn.init(jax.random.key(0), x), ln.init(jax.random.key(0), x)
+    assert set(vl) == {"params"} and "batch_stats" in vb
+    assert _count(vl["params"]) == _count(vb["params"])
+    assert "stem_ln" in vl["params"] and "ln1" in vl["params"]["stage1_block0"]
+    _, state = ln.apply(vl, x, capture_intermediates=True)
+    conv = np.asarray(state["intermediates"]["stem_conv"]["__call__"][0], np.float64)
+    mean = conv.mean(axis=(1, 2, 3), keepdims=True)
+    var = ((conv - mean) ** 2).mean(axis=(1, 2, 3), keepdims=True)
+    got = np.asarray(state["intermediates"]["stem_ln"]["__call__"][0])
+    np.testing.assert_allclose(got, (conv - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)  # scale 1, shift 0
+    values = _train_losses(ln, vl, x, y)
+    assert values[-1] < 0.9 * values[0], values
 
 
 def test_mlp_sigmoid_runs():
@@ -160,7 +213,7 @@ def test_get_bad_kwarg_raises():
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_dropout_off_at_eval_and_unbiased_in_training(name):
     """Eval ignores dropout (equals the dropout-free model); training masks vary and average to the eval output."""
-    kwargs = {"hidden": (64,)} if name == "mlp" else {"batch_norm": False}
+    kwargs = {"hidden": (64,)} if name == "mlp" else {"norm": "none"}
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
     with_dropout = models.get(name, num_classes=3, dropout=0.5, **kwargs)
     without = models.get(name, num_classes=3, dropout=0.0, **kwargs)

@@ -26,6 +26,20 @@ def test_worked_example_of_the_course():
     assert rect_sum(padded, 1, 1, 3, 3) == 27 - 11 - 10 + 3 == 4 + 1 + 1 + 3
 
 
+def test_equals_the_courses_recurrence_eq_46():
+    """The course's eq. 46, ii(x, y) = i(x, y) + ii(x - 1, y) + ii(x, y - 1) - ii(x - 1, y - 1), run pixel by
+    pixel with ii = 0 outside the image, gives the table mlcv computes as two cumulative sums."""
+    image = np.random.default_rng(3).integers(0, 256, size=(7, 9))
+    ii = np.zeros((7, 9), np.int64)
+    for y in range(7):
+        for x in range(9):
+            left = ii[y, x - 1] if x else 0
+            up = ii[y - 1, x] if y else 0
+            diag = ii[y - 1, x - 1] if x and y else 0
+            ii[y, x] = image[y, x] + left + up - diag
+    np.testing.assert_array_equal(integral_image(image), ii)
+
+
 def test_rectangle_sums_match_numpy_slicing_for_every_rectangle():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(2, 7, 9))

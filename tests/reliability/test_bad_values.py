@@ -284,8 +284,8 @@ def test_model_field_types():
     from mlcv.models.cnn import SmallCNN
 
     model = SmallCNN(num_classes=10)
-    setup.check_model_fields({"name": "cnn", "features": [16, 32], "dropout": 0, "batch_norm": False}, model)
-    for key, value in (("features", (16, "x")), ("dense", 1.5), ("batch_norm", 1)):
+    setup.check_model_fields({"name": "cnn", "features": [16, 32], "dropout": 0, "norm": "none"}, model)
+    for key, value in (("features", (16, "x")), ("dense", 1.5), ("norm", "lyer")):
         with pytest.raises(ConfigError, match=f"config.model.{key}="):
             setup.check_model_fields({"name": "cnn", key: value}, model)
 
