@@ -13,18 +13,23 @@ StereoSGBM(numDisparities=80, blockSize=5, P1=8*3*5^2, P2=32*3*5^2, OpenCV's
 suggested smoothness penalties for 3 channels) on the colour pair; their
 negative (invalid) outputs count as missing. The "+ mlcv fill" rows fill OpenCV's
 missing pixels with mlcv's background fill (the farther of the nearest estimates on
-the row), as the experiment does after its left-right check.
+the row), as the experiment does after its left-right check. The "plain NCC" rows score
+with the course's eq. 73 (no mean subtracted per window, ``zero_mean=False``), the
+others with zero-mean NCC; the "right view + 30" rows add 30 grey levels (unclipped) to the right
+image, an exposure difference that plain NCC is not invariant to.
 
-Measured on the 2-core CPU development machine (shared; ~15 s for the script):
+Measured on the 2-core CPU development machine (shared; ~20 s for the script):
 mlcv NCC 5x5 + LR check + fill 11.3 % bad-2 in 0.20-0.36 s (8-20x StereoBM's time);
 StereoBM 29.1 % in 18-27 ms; StereoSGBM 19.9 % in 70-130 ms; with the same fill
-StereoBM 14.9 %, StereoSGBM 10.1 %.
+StereoBM 14.9 %, StereoSGBM 10.1 %. Plain NCC 5x5 11.2 %; with the right view + 30,
+zero-mean NCC 11.3 % (unchanged) and plain NCC 15.6 %.
 
-With ``--runs LABEL=WORKDIR,WORKDIR,... [LABEL=...]`` it then prints issue 14's comparison table: the classic
-methods and the learned runs (one label per method, one workdir per training seed; mean ± std over seeds) on the
-synthetic ``stereo_planes`` test split and on Motorcycle, which no run trained or was selected on. On the planes the
-classic methods' settings (NCC window and LR tolerance, BM and SGBM block sizes) are chosen on the planes'
-validation split, each with mlcv's fill; a learned run is scored by its own evaluator (bad-2 and EPE over valid
+With ``--runs LABEL=WORKDIR,WORKDIR,... [LABEL=...]`` (``--runs`` alone: the classic rows only) it then prints issue
+14's comparison table: the classic methods and the learned runs (one label per method, one workdir per training seed;
+mean ± std over seeds) on the synthetic ``stereo_planes`` test split and on Motorcycle, which no run trained or was
+selected on. On the planes the classic methods' settings (the NCC window and LR tolerance, for zero-mean and plain
+NCC alike; BM and SGBM block sizes) are chosen on the planes' validation split, each with mlcv's fill; a learned run
+is scored by its own evaluator (bad-2 and EPE over valid
 pixels, occluded ones included). MC-CNN's aggregation window (``mccnn.aggregate_radius``, 0-3) and then its
 semi-global matching penalties (none, or ``mccnn.sgm_p1`` 0.05-1.6 with ``sgm_p2 = 4 sgm_p1``) are chosen on the
 planes' validation split too. On Motorcycle MC-CNN scores disparities 0-79 at full resolution; DispNet-C, GC-Net
@@ -73,7 +78,7 @@ def _opencv_disparity(raw: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--runs", nargs="*", default=[], help="LABEL=WORKDIR,WORKDIR,... per learned method")
+    parser.add_argument("--runs", nargs="*", default=None, help="LABEL=WORKDIR,WORKDIR,... per learned method")
     parser.add_argument("--learned-only", action="store_true", help="with --runs: only the learned rows")
     args = parser.parse_args()
     from skimage import data
@@ -86,10 +91,19 @@ def main() -> None:
 
     rows = []
 
-    def mlcv_row(name: str, radius: int, lr: float | None, fill: bool) -> None:
+    def mlcv_row(name: str, radius: int, lr: float | None, fill: bool, zero_mean: bool = True, offset=0.0) -> None:
+        right_view = right + offset
+
         def run():
             return ops.block_match(
-                left, right, radius=radius, num_disparities=NUM_DISPARITIES, lr_threshold=lr, subpixel=True, fill=fill
+                left,
+                right_view,
+                radius=radius,
+                num_disparities=NUM_DISPARITIES,
+                lr_threshold=lr,
+                subpixel=True,
+                fill=fill,
+                zero_mean=zero_mean,
             )
 
         rows.append((name, *_best_time(run, args.repeats)))
@@ -98,6 +112,12 @@ def main() -> None:
     mlcv_row("mlcv NCC 5x5, WTA + parabola only", 2, None, False)
     mlcv_row("mlcv NCC 5x5, LR check 0 px, no fill", 2, 0.0, False)
     mlcv_row("mlcv NCC 15x15, LR check 0 px + fill", 7, 0.0, True)
+    mlcv_row(
+        "mlcv plain NCC 5x5, LR check 0 px + fill (the experiment's choice, stereo.ncc=plain)", 2, 0.0, True, False
+    )
+    # The same two matchers when the right camera is 30 grey levels brighter (about half the images' std).
+    mlcv_row("mlcv NCC 5x5, LR check 0 px + fill, right view + 30", 2, 0.0, True, True, 30.0)
+    mlcv_row("mlcv plain NCC 5x5, LR check 0 px + fill, right view + 30", 2, 0.0, True, False, 30.0)
 
     bm = cv2.StereoBM_create(numDisparities=NUM_DISPARITIES, blockSize=15)
     out, t = _best_time(lambda: bm.compute(grey_left, grey_right), args.repeats)
@@ -125,7 +145,7 @@ def main() -> None:
             f"| {name} | {m['bad2_pct']:.1f} | {m['epe_px']:.2f} | {m['density_pct']:.1f} | {1000 * t:.0f} "
             f"| {t / bm_time:.1f}x |"
         )
-    if args.runs:
+    if args.runs is not None:
         moto_rows = {name: (disp, t) for name, disp, t in rows}
         comparison(args.runs, moto_rows, gt, args.repeats, classic=not args.learned_only)
 
@@ -138,14 +158,17 @@ def _planes(role: str) -> list[dict[str, np.ndarray]]:
 
 
 def _classic_on_planes(repeats: int) -> dict[str, tuple[dict[str, float], float, str]]:
-    """NCC, StereoBM and StereoSGBM (each + mlcv fill) on the planes' test split, settings chosen on validation."""
+    """Zero-mean and plain NCC, StereoBM and StereoSGBM (each + mlcv fill) on the planes' test split, settings
+    chosen on validation."""
     val, test = _planes("validation"), _planes("test")
     fill = jax.jit(ops.fill_background)
 
-    def ncc(r, lr):
+    def ncc(r, lr, zero_mean=True):
         def run(ex):
             grey = [jax.device_put(ex[k][..., 0].astype(np.float32)) for k in ("image", "image_right")]
-            return ops.block_match(*grey, radius=r, num_disparities=32, lr_threshold=lr, subpixel=True, fill=True)
+            return ops.block_match(
+                *grey, radius=r, num_disparities=32, lr_threshold=lr, subpixel=True, fill=True, zero_mean=zero_mean
+            )
 
         return run
 
@@ -159,6 +182,9 @@ def _classic_on_planes(repeats: int) -> dict[str, tuple[dict[str, float], float,
     grids = {
         "mlcv NCC + LR check + fill": {
             f"{2 * r + 1}x{2 * r + 1}, LR {lr:g} px": ncc(r, lr) for r in (1, 2, 3, 4) for lr in (0.0, 1.0)
+        },
+        "mlcv plain NCC + LR check + fill": {
+            f"{2 * r + 1}x{2 * r + 1}, LR {lr:g} px": ncc(r, lr, False) for r in (1, 2, 3, 4) for lr in (0.0, 1.0)
         },
         "OpenCV StereoBM + mlcv fill": {
             f"block {b}": opencv(cv2.StereoBM_create(numDisparities=32, blockSize=b)) for b in (5, 9, 15)
@@ -260,6 +286,9 @@ def comparison(run_args: list[str], moto_rows: dict, gt_moto: np.ndarray, repeat
     print("|---|---:|---:|---:|---:|---:|---:|")
     moto_of = {
         "mlcv NCC + LR check + fill": "mlcv NCC 5x5, LR check 0 px + fill (the experiment's choice)",
+        "mlcv plain NCC + LR check + fill": (
+            "mlcv plain NCC 5x5, LR check 0 px + fill (the experiment's choice, stereo.ncc=plain)"
+        ),
         "OpenCV StereoBM + mlcv fill": "OpenCV StereoBM, block 15 (grey) + mlcv fill",
         "OpenCV StereoSGBM + mlcv fill": "OpenCV StereoSGBM, block 5 (colour) + mlcv fill",
     }

@@ -136,6 +136,17 @@ _BUILTIN: dict[str, DatasetSpec] = {
         builtin=True,
         features=_digit_scenes(64),
     ),
+    # scikit-learn's make_circles: a float32 (x, y) point in ``image``, two concentric noisy circles (course §5's
+    # polar features). 800 / 200 / 500 points; no normalize statistics: the points already lie within [-1.5, 1.5].
+    "circles": DatasetSpec(
+        name="circles",
+        splits={"train": "train", "validation": "validation", "test": "test"},
+        builtin=True,
+        features={
+            "image": Feature("image", (2,), "float32"),
+            "label": Feature("label", (), "int64", class_names=("outer", "inner")),
+        },
+    ),
     # The Middlebury Motorcycle pair (scikit-image, 500x741 grey): one record, for testing only.
     "motorcycle": DatasetSpec(
         name="motorcycle",
@@ -152,6 +163,7 @@ _BUILTIN: dict[str, DatasetSpec] = {
 _BUILDERS = {
     "digits": "mlcv.data.sources.digits:Digits",
     "faces": "mlcv.data.sources.faces:Faces",
+    "circles": "mlcv.data.sources.circles:Circles",
     "bodies": "mlcv.data.sources.bodies_builder:Bodies",
     "random_dot_stereo": "mlcv.data.sources.stereo_builders:RandomDotStereo",
     "motorcycle": "mlcv.data.sources.stereo_builders:Motorcycle",

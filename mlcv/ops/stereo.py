@@ -1,11 +1,14 @@
 """Dense stereo by block matching: NCC cost volume, winner-takes-all, left-right check, sub-pixel, depth.
 
 Conventions. Images are rectified grey ``(H, W)`` arrays; a left pixel ``(y, x)``
-with disparity ``d`` matches the right pixel ``(y, x - d)``. The cost volume (the
-disparity space image) is stored disparity-major, ``(D, H, W)``, where slice ``i``
-holds disparity ``min_disparity + i``; its entries are NCC scores in ``[-1, 1]``
-(higher is better) and ``-inf`` where the score is undefined. Disparity maps are
-float arrays with NaN for "no estimate".
+with disparity ``d = x_L - x_R >= 0`` matches the right pixel ``(y, x - d)``. The
+course's eqs. 73 (NCC) and 77 (left-right consistency) index the right view (its
+image, its disparity map) at ``x + d`` instead, which with this ``d`` is the wrong
+side: their ``d`` is minus ours. The cost volume (the disparity space image) is
+stored disparity-major, ``(D, H, W)``, where slice ``i`` holds disparity
+``min_disparity + i``; its entries are NCC scores in ``[-1, 1]`` (higher is better)
+and ``-inf`` where the score is undefined. Disparity maps are float arrays with NaN
+for "no estimate".
 
 Everything here is pure JAX, vectorised over pixels; the cost volume is built one
 disparity slice at a time (``lax.map``) and kept whole, ``D * H * W`` floats
@@ -71,10 +74,17 @@ def box_mean(x: jax.Array, defined: jax.Array, radius: int) -> jax.Array:
 
 
 def _normalise(img: jax.Array) -> jax.Array:
-    # NCC is invariant to a gain and offset per window, so a global standardisation changes no score; it
-    # only keeps the float32 sums of squares near 1 whatever the input range.
+    # Zero-mean NCC is invariant to a gain and offset per window, so a global standardisation changes no score;
+    # it only keeps the float32 sums of squares near 1 whatever the input range.
     img = jnp.asarray(img, jnp.float32)
     return (img - img.mean()) / jnp.maximum(img.std(), 1e-12)
+
+
+def _scale(img: jax.Array) -> jax.Array:
+    # Plain NCC is invariant to a gain only: an offset would change its scores, so the image is divided by its
+    # root mean square (sums of squares near 1 again) and not centred.
+    img = jnp.asarray(img, jnp.float32)
+    return img / jnp.maximum(jnp.sqrt(jnp.mean(img * img)), 1e-12)
 
 
 def _shift_right(img: jax.Array, d: jax.Array, max_shift: int) -> jax.Array:
@@ -84,14 +94,27 @@ def _shift_right(img: jax.Array, d: jax.Array, max_shift: int) -> jax.Array:
     return jax.lax.dynamic_slice(padded, (0, max_shift - d), (h, w))
 
 
-@functools.partial(jax.jit, static_argnames=("radius", "num_disparities", "min_disparity", "min_var"))
+@functools.partial(jax.jit, static_argnames=("radius", "num_disparities", "min_disparity", "min_var", "zero_mean"))
 def ncc_cost_volume(
-    left: jax.Array, right: jax.Array, *, radius: int, num_disparities: int, min_disparity: int = 0, min_var=1e-4
+    left: jax.Array,
+    right: jax.Array,
+    *,
+    radius: int,
+    num_disparities: int,
+    min_disparity: int = 0,
+    min_var: float = 1e-4,
+    zero_mean: bool = True,
 ) -> jax.Array:
     """NCC of each left window with the right window ``d`` pixels to its left, for every disparity.
 
-    ``NCC = sum((L - mean L)(R - mean R)) / sqrt(sum (L - mean L)^2 * sum (R - mean R)^2)`` over a
-    ``(2 radius + 1)^2`` window, from box sums of ``L``, ``L^2``, ``R``, ``R^2`` and ``L R``.
+    ``zero_mean=True`` (the default): ``sum((L - mean L)(R - mean R)) / sqrt(sum (L - mean L)^2 sum (R - mean
+    R)^2)``, which ignores a gain and an offset between the windows (OpenCV's ``TM_CCOEFF_NORMED``).
+    ``zero_mean=False``: the course's plain NCC of eq. 73, ``sum L R / sqrt(sum L^2 sum R^2)``, the cosine of
+    the two windows, which ignores a gain but not an offset (OpenCV's ``TM_CCORR_NORMED``). Sums run over a
+    ``(2 radius + 1)^2`` window, from box sums of the images, their squares and ``L R``.
+
+    Sign: eq. 73 writes ``R(u + d)``; here ``d = u_L - u_R >= 0``, so the left pixel ``u`` is scored against
+    the right window centred at ``u - d`` (a right image ``R(u) = L(u + 3)`` peaks at ``d = +3``).
 
     Args:
       left, right: ``(H, W)`` grey images.
@@ -99,7 +122,9 @@ def ncc_cost_volume(
       num_disparities: ``D``, the number of disparities tried.
       min_disparity: the first disparity (``>= 0``).
       min_var: a window whose variance (in units of the image's global variance) is below this is
-        textureless: its score is undefined.
+        textureless: its score is undefined. The same test for both scores, so that they differ in the
+        score alone (plain NCC is defined on a flat window, but scores 1 against any flat partner).
+      zero_mean: subtract each window's mean (the default) or not (plain NCC).
 
     Returns:
       ``(D, H, W)`` scores; ``-inf`` where the left window or the right window leaves its image
@@ -107,23 +132,28 @@ def ncc_cost_volume(
     """
     if min_disparity < 0:
         raise ValueError(f"min_disparity must be >= 0, got {min_disparity}")
-    left, right = _normalise(left), _normalise(right)
-    h, w = left.shape
+    left_c, right_c = _normalise(left), _normalise(right)
+    h, w = left_c.shape
     n = float((2 * radius + 1) ** 2)
     max_shift = min_disparity + num_disparities - 1
-    sum_l, sum_r = box_sum(left, radius), box_sum(right, radius)
-    var_l = box_sum(left * left, radius) - sum_l * sum_l / n
-    var_r = box_sum(right * right, radius) - sum_r * sum_r / n
+    sum_l, sum_r = box_sum(left_c, radius), box_sum(right_c, radius)
+    var_l = box_sum(left_c * left_c, radius) - sum_l * sum_l / n
+    var_r = box_sum(right_c * right_c, radius) - sum_r * sum_r / n
     ys, xs = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
     inside = (ys >= radius) & (ys < h - radius) & (xs >= radius) & (xs < w - radius)
     textured_l = var_l > min_var * n
+    if zero_mean:
+        left_s, right_s, energy_l, energy_r = left_c, right_c, var_l, var_r
+    else:
+        left_s, right_s = _scale(left), _scale(right)
+        energy_l, energy_r = box_sum(left_s * left_s, radius), box_sum(right_s * right_s, radius)
 
     def one(d):
-        shifted = _shift_right(right, d, max_shift)
-        cov = box_sum(left * shifted, radius) - sum_l * _shift_right(sum_r, d, max_shift) / n
-        v_r = _shift_right(var_r, d, max_shift)
-        ok = inside & textured_l & (v_r > min_var * n) & (xs - d - radius >= 0)
-        score = cov / jnp.sqrt(jnp.maximum(var_l * v_r, 1e-30))
+        cross = box_sum(left_s * _shift_right(right_s, d, max_shift), radius)
+        if zero_mean:
+            cross = cross - sum_l * _shift_right(sum_r, d, max_shift) / n
+        ok = inside & textured_l & (_shift_right(var_r, d, max_shift) > min_var * n) & (xs - d - radius >= 0)
+        score = cross / jnp.sqrt(jnp.maximum(energy_l * _shift_right(energy_r, d, max_shift), 1e-30))
         return jnp.where(ok, jnp.clip(score, -1.0, 1.0), -jnp.inf)
 
     # A sequential map, not vmap: vmap turns the per-disparity shift into a gather that XLA re-evaluates inside
@@ -278,14 +308,18 @@ def block_match(
     lr_threshold: float | None = 1.0,
     subpixel: bool = True,
     fill: bool = False,
+    zero_mean: bool = True,
 ) -> jax.Array:
     """The whole matcher: NCC volume, WTA, optional LR check, optional parabola refinement and background fill.
 
-    ``lr_threshold=None`` skips the left-right check. Returns the left disparity map, NaN where no estimate.
-    Two jitted stages rather than one, so that settings sharing a window (or a pair size) share compilations;
-    the volume is materialised either way, for the sub-pixel fit.
+    ``lr_threshold=None`` skips the left-right check; ``zero_mean=False`` scores with plain NCC (see
+    :func:`ncc_cost_volume`). Returns the left disparity map, NaN where no estimate. Two jitted stages rather
+    than one, so that settings sharing a window (or a pair size) share compilations; the volume is
+    materialised either way, for the sub-pixel fit.
     """
-    vol = ncc_cost_volume(left, right, radius=radius, num_disparities=num_disparities, min_disparity=min_disparity)
+    vol = ncc_cost_volume(
+        left, right, radius=radius, num_disparities=num_disparities, min_disparity=min_disparity, zero_mean=zero_mean
+    )
     return disparity_from_volume(
         vol, min_disparity=min_disparity, lr_threshold=lr_threshold, subpixel=subpixel, fill=fill
     )

@@ -1,7 +1,8 @@
-"""PNG plots of training curves and confusion matrices."""
+"""PNG plots of training curves, confusion matrices, ablations, sweeps and 2-D decision regions."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 
 from mlcv.report.tables import format_value, is_number  # noqa: E402
 
@@ -133,3 +135,55 @@ def plot_sweep_key(points: Sequence[tuple[Any, float]], key: str, ylabel: str, l
     fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     tmp.replace(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionPanel:
+    """One panel of :func:`plot_decision_regions`: a classifier's predicted class over a grid of a 2-D plane.
+
+    Attributes:
+      title: the panel's title.
+      classes: ``[H, W]`` predicted class per grid cell; row 0 at the bottom (``extent[2]``).
+      extent: ``(x0, x1, y0, y1)``: the plane's window that the grid covers.
+      points: ``[N, 2]`` points of that plane drawn over the regions, coloured by their true class.
+      axes: the names of the plane's two axes.
+    """
+
+    title: str
+    classes: np.ndarray
+    extent: tuple[float, float, float, float]
+    points: np.ndarray
+    axes: tuple[str, str] = ("x", "y")
+
+
+def plot_decision_regions(
+    panels: Sequence[RegionPanel], labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike
+) -> None:
+    """Panels side by side: each classifier's decision regions (light) and the labelled points (dark) on them."""
+    colors = plt.get_cmap("tab10").colors[: len(class_names)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        ax.imshow(
+            panel.classes,
+            origin="lower",
+            extent=panel.extent,
+            cmap=ListedColormap(colors),
+            vmin=-0.5,
+            vmax=len(class_names) - 0.5,
+            alpha=0.3,
+            aspect="auto",
+            interpolation="nearest",
+        )
+        for k, name in enumerate(class_names):
+            pts = panel.points[labels == k]
+            ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colors[k], edgecolors="black", linewidths=0.3, label=name)
+        ax.set_xlim(panel.extent[:2])
+        ax.set_ylim(panel.extent[2:])
+        ax.set_xlabel(panel.axes[0])
+        ax.set_ylabel(panel.axes[1])
+        ax.set_title(panel.title, fontsize=10)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

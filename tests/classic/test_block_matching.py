@@ -58,6 +58,7 @@ def test_runlocal_through_launch_writes_the_workdir(tmp_path):
     "key, value, match",
     [
         ("stereo.radii", (0, 2), "config.stereo.radii"),
+        ("stereo.ncc", "cosine", "config.stereo.ncc must be one of 'zero_mean', 'plain', got 'cosine'"),
         ("stereo.lr_thresholds", (-1.0,), "config.stereo.lr_thresholds"),
         ("stereo.num_disparities", 1, "config.stereo.num_disparities"),
         ("data.downscale", 0, "config.data.downscale"),

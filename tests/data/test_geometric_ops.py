@@ -333,6 +333,7 @@ def test_keys_outside_moves_pass_through(name):
         "decode_detection": "decode_detection",  # examples without TFDS objects pass through
         "decode_segmentation": "decode_segmentation",  # examples without the TFDS mask pass through
         "selective_search": "selective_search(5)",
+        "polar": "polar",
     }
     op = ops.parse(specs[name])
     for make in (_instances, _stereo):
@@ -341,6 +342,8 @@ def test_keys_outside_moves_pass_through(name):
             continue  # refuses pairs; tested below
         if name == "selective_search":
             ex["image"] = ex["image"].astype(np.uint8)  # its input; the values fit
+        if name == "polar":
+            ex["image"] = np.array([3.0, 4.0], np.float32)  # its input: a point of the plane, not an image
         out = op(ex, np.random.default_rng(2))
         for key in set(out) - set(ops.moves(name)):
             assert out[key] is ex[key], f"{name} rewrote {key!r}, which it does not declare"

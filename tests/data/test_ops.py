@@ -39,6 +39,7 @@ def test_registered_names():
         "normalize",
         "pad_boxes",
         "pad_to",
+        "polar",
         "random_crop",
         "random_resized_crop",
         "random_scale",
@@ -297,12 +298,14 @@ OP_CASES = {
     "resize": ("resize((5, 11))", (5, 11)),
     "resize_short": ("resize_short(4)", (4, 4)),
     "pad_to": ("pad_to((9, 10))", (9, 10)),
+    "polar": ("polar", (8, 8)),  # maps (x, y) points, not images: raises on these (see POINTS_ONLY)
     "rotate": ("rotate(30)", (8, 8)),
     "scale": ("scale(1/255)", (8, 8)),
     "selective_search": ("selective_search(5)", (8, 8)),
 }
 FLOAT_OUTPUT = {"normalize", "scale"}
 UINT8_ONLY = {"selective_search"}  # reads pixel values, so raises on other images (tested in test_proposals)
+POINTS_ONLY = {"polar"}  # maps a last axis of 2 (x, y), so raises on 1- and 3-channel images (tested in test_circles)
 
 
 @pytest.mark.parametrize("dtype, channels", [(np.float32, 1), (np.uint8, 3)])
@@ -316,7 +319,7 @@ def test_every_op_maps_8x8_images(name, dtype, channels):
     img.flags.writeable = False  # records may come from a read-only buffer
     before = img.copy()
     op = ops.parse(spec)
-    if name in UINT8_ONLY and dtype != np.uint8:
+    if (name in UINT8_ONLY and dtype != np.uint8) or name in POINTS_ONLY:
         with pytest.raises(ValueError, match=name):
             op({"image": img}, _rng(0))
         return

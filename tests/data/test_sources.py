@@ -19,6 +19,7 @@ from mlcv.data.sources import bodies, stereo, stereo_builders
 EXPECTED_META = {
     "digits": (10, tuple("0123456789"), (8, 8, 1)),
     "faces": (2, ("non_face", "face"), (25, 25, 1)),
+    "circles": (2, ("outer", "inner"), (2,)),
     "bodies": (11, bodies.PART_NAMES, (64, 64, 1)),
     "random_dot_stereo": (None, (), (64, 96, 1)),
     "motorcycle": (None, (), (500, 741, 1)),

@@ -45,30 +45,93 @@ def test_grey_is_bt601_as_opencv():
     assert np.abs(np.asarray(ops.rgb_to_grey(rgb)) - ref).max() <= 0.5 + 1e-4
 
 
-def test_ncc_volume_matches_numpy_and_opencv_match_template():
+def _zero_mean_ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def _plain_ncc(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+# zero_mean -> (the direct NumPy score, OpenCV's matchTemplate method computing the same score).
+NCC_KINDS = {True: (_zero_mean_ncc, cv2.TM_CCOEFF_NORMED), False: (_plain_ncc, cv2.TM_CCORR_NORMED)}
+
+
+@pytest.mark.parametrize("zero_mean", [True, False], ids=["zero_mean", "plain"])
+def test_ncc_volume_matches_numpy_and_opencv_match_template(zero_mean):
     r, num = 2, 6
+    direct, method = NCC_KINDS[zero_mean]
     left, right = _texture(0, 12, 20), _texture(1, 12, 20)
     right[:, 3:] = 0.7 * left[:, :-3] + 0.3 * right[:, 3:]  # correlated, so scores spread over [-1, 1]
-    vol = np.asarray(ops.ncc_cost_volume(left, right, radius=r, num_disparities=num))
+    vol = np.asarray(ops.ncc_cost_volume(left, right, radius=r, num_disparities=num, zero_mean=zero_mean))
     assert vol.shape == (num, 12, 20)
     for y, x in [(2, 7), (5, 12), (9, 17), (6, 19 - r)]:
         tmpl = left[y - r : y + r + 1, x - r : x + r + 1]
         # Direct NCC of the two windows, disparity by disparity.
         for d in range(num):
             win = right[y - r : y + r + 1, x - d - r : x - d + r + 1]
-            a, b = tmpl - tmpl.mean(), win - win.mean()
-            assert vol[d, y, x] == pytest.approx((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()), abs=1e-4)
+            assert vol[d, y, x] == pytest.approx(direct(tmpl, win), abs=1e-4)
         # OpenCV slides the template along the right image's strip: column u holds the window centred at u + r.
         strip = right[y - r : y + r + 1].astype(np.float32)
-        ref = cv2.matchTemplate(strip, tmpl.astype(np.float32), cv2.TM_CCOEFF_NORMED)[0]
+        ref = cv2.matchTemplate(strip, tmpl.astype(np.float32), method)[0]
         np.testing.assert_allclose(vol[:, y, x], [ref[x - d - r] for d in range(num)], atol=1e-4)
 
 
-def test_ncc_volume_marks_borders_and_textureless_windows_invalid():
+# A 3 x 3 left and right window for the hand calculations: sum L^2 = sum R^2 = 9, sum L = sum R = 5, sum L R = 8.
+HAND_L = np.array([[2, 0, 0], [0, 2, 0], [0, 0, 1]], np.float32)
+HAND_R = np.array([[2, 0, 0], [0, 1, 0], [0, 0, 2]], np.float32)
+
+
+def _score(left: np.ndarray, right: np.ndarray, zero_mean: bool) -> float:
+    """The one defined entry of a 3 x 3 pair's volume: the centre pixel at disparity 0."""
+    return float(ops.ncc_cost_volume(left, right, radius=1, num_disparities=1, zero_mean=zero_mean)[0, 1, 1])
+
+
+def test_plain_and_zero_mean_ncc_of_a_3x3_window_by_hand():
+    # Plain NCC (eq. 73), the cosine of the windows: 8 / sqrt(9 * 9) = 8/9.
+    assert _score(HAND_L, HAND_R, zero_mean=False) == pytest.approx(8 / 9, abs=1e-6)
+    # Zero-mean: both means 5/9; sum (L - 5/9)(R - 5/9) = 8 - 9 (5/9)^2 = 47/9, sum (L - 5/9)^2 = 9 - 25/9 = 56/9.
+    assert _score(HAND_L, HAND_R, zero_mean=True) == pytest.approx(47 / 56, abs=1e-6)
+
+
+def test_a_brightness_offset_changes_plain_ncc_only_and_a_gain_neither():
+    # R + 10: sum L (R + 10) = 8 + 10 * 5 = 58, sum (R + 10)^2 = 9 + 20 * 5 + 9 * 100 = 1009.
+    assert _score(HAND_L, HAND_R + 10, zero_mean=False) == pytest.approx(58 / np.sqrt(9 * 1009), abs=1e-6)
+    assert _score(HAND_L, HAND_R + 10, zero_mean=True) == pytest.approx(47 / 56, abs=1e-6)
+    # 3 R: every sum with R scales by 3 in the numerator and the denominator alike.
+    assert _score(HAND_L, 3 * HAND_R, zero_mean=False) == pytest.approx(8 / 9, abs=1e-6)
+    assert _score(HAND_L, 3 * HAND_R, zero_mean=True) == pytest.approx(47 / 56, abs=1e-6)
+
+
+@pytest.mark.parametrize("zero_mean", [True, False], ids=["zero_mean", "plain"])
+def test_sign_convention_right_image_shifted_left_by_3_px_is_disparity_plus_3(zero_mean):
+    # R(u) = L(u + 3): the scene point at left column u is at right column u - 3, so d = u_L - u_R = +3.
+    r, w = 2, 40
+    base = _texture(8, 16, w + 3)
+    left, right = base[:, :w], base[:, 3 : 3 + w]
+    disp = np.asarray(
+        ops.block_match(
+            left, right, radius=r, num_disparities=8, lr_threshold=None, subpixel=False, zero_mean=zero_mean
+        )
+    )
+    np.testing.assert_array_equal(disp[r:-r, 3 + r : -r], 3.0)
+    # The course's eq. 73 read literally, L at u against R at u + d, peaks at d = -3: its d is minus mlcv's.
+    direct = NCC_KINDS[zero_mean][0]
+    y, u = 8, 20
+    tmpl = left[y - r : y + r + 1, u - r : u + r + 1]
+    course = {d: direct(tmpl, right[y - r : y + r + 1, u + d - r : u + d + r + 1]) for d in range(-6, 7)}
+    assert max(course, key=course.get) == -3
+
+
+@pytest.mark.parametrize("zero_mean", [True, False], ids=["zero_mean", "plain"])
+def test_ncc_volume_marks_borders_and_textureless_windows_invalid(zero_mean):
     r, num = 1, 5
     left, right = _texture(2, 8, 12), _texture(3, 8, 12)
-    left[4:7, 8:11] = 50.0  # a flat 3x3 window centred on (5, 9)
-    vol = np.asarray(ops.ncc_cost_volume(left, right, radius=r, num_disparities=num, min_disparity=1))
+    left[4:7, 8:11] = 50.0  # a flat 3x3 window centred on (5, 9): textureless for both scores
+    vol = np.asarray(
+        ops.ncc_cost_volume(left, right, radius=r, num_disparities=num, min_disparity=1, zero_mean=zero_mean)
+    )
     ys, xs = np.mgrid[0:8, 0:12]
     for i, d in enumerate(range(1, 1 + num)):
         expected = (ys >= r) & (ys < 8 - r) & (xs >= r) & (xs < 12 - r) & (xs - d - r >= 0)

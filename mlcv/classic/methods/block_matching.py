@@ -7,6 +7,8 @@
 ``config.stereo.lr_thresholds``, and keeps the setting with the lowest mean
 bad-2 rate. ``evaluate("test")`` then runs that one setting on the real
 Middlebury Motorcycle pair of scikit-image, the only pair with real ground truth.
+``config.stereo.ncc`` picks the score: ``"zero_mean"`` NCC (the default) or the
+course's ``"plain"`` NCC of eq. 73 (:func:`mlcv.ops.stereo.ncc_cost_volume`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from mlcv.data.sources import stereo as stereo_data
 from mlcv.metrics import stereo as stereo_metrics
 from mlcv.ops import stereo as ops
 
+# config.stereo.ncc -> ncc_cost_volume's zero_mean.
+NCC_SCORES = {"zero_mean": True, "plain": False}
+
 
 def _check(ok: bool, key: str, value: Any, need: str) -> None:
     if not ok:
@@ -41,6 +46,8 @@ class BlockMatching(FittedMethod):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         st, syn = config.stereo, config.data.synthetic
+        _check(st.ncc in NCC_SCORES, "stereo.ncc", st.ncc, f"one of {', '.join(map(repr, NCC_SCORES))}")
+        self.zero_mean = NCC_SCORES[st.ncc]
         _check(
             len(st.radii) > 0 and all(_is_int(r) and r >= 1 for r in st.radii), "stereo.radii", st.radii, "ints >= 1"
         )
@@ -112,6 +119,7 @@ class BlockMatching(FittedMethod):
             lr_threshold=lr,
             subpixel=bool(st.subpixel),
             fill=fill,
+            zero_mean=self.zero_mean,
         )
 
     def fit(self, log: LogFn) -> dict[str, Any]:
@@ -127,6 +135,7 @@ class BlockMatching(FittedMethod):
                     radius=radius,
                     num_disparities=st.num_disparities,
                     min_disparity=st.min_disparity,
+                    zero_mean=self.zero_mean,
                 )
                 for p in self.validation_pairs
             ]
@@ -212,7 +221,8 @@ class BlockMatching(FittedMethod):
         t = summary["test"]
         return (
             f"test bad-2 {t['bad2_pct']:.2f} % (EPE {t['epe_px']:.2f} px, density {t['density_pct']:.1f} %), "
-            f"window {summary['fit']['chosen_window']}, matching {t['match_time_ms']:.0f} ms"
+            f"window {summary['fit']['chosen_window']} ({self.config.stereo.ncc} NCC), "
+            f"matching {t['match_time_ms']:.0f} ms"
         )
 
 

@@ -18,6 +18,7 @@ Modules, by what their ops move (``moves(name)`` lists the keys of one op):
 - :mod:`.boxes`: box arrays, ``pad_boxes`` and ``keep``;
 - :mod:`.catalogue`: TFDS catalogue records into the contract (``decode_detection``);
 - :mod:`.proposals`: region proposals (``selective_search``), moved by the geometric ops like boxes;
+- :mod:`.points`: feature maps of points in the plane (``polar``: the course's polar coordinates);
 - :mod:`.image_fns`: the pure image helpers behind them;
 - :mod:`.checks`: checks of whole examples (views' sizes, finite ground truth) and of a configured
   disparity range.
@@ -27,7 +28,7 @@ file names) pass through untouched.
 """
 
 # Importing the op modules registers their ops.
-from mlcv.data.ops import boxes, catalogue, checks, geometric, photometric, proposals
+from mlcv.data.ops import boxes, catalogue, checks, geometric, photometric, points, proposals
 from mlcv.data.ops.registry import Example, Op, moves, names, parse, register
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "names",
     "parse",
     "photometric",
+    "points",
     "proposals",
     "register",
 ]
