@@ -40,9 +40,11 @@ _SWEEP_SHARD = flags.DEFINE_string("sweep_shard", None, "i/n: run every n-th tri
 _MODE = flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "layers", "enrol"],
-    "train: run the experiment; layers: the model's layer table; enrol: a finished metric-learning run in --workdir "
-    "recognises a newly enrolled identity by kNN, without retraining.",
+    ["train", "summary", "layers", "enrol"],
+    "train: run the experiment; summary (layers is the same): the model's per-layer table, printed and written to "
+    "<workdir>/layers.md, from the input that config.summary declares or the dataset's declared features, nothing "
+    "trained or read (config.summary.table=course: the course's columns); enrol: a finished metric-learning run in "
+    "--workdir recognises a newly enrolled identity by kNN, without retraining.",
 )
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for a multi-host run (default $JAX_COORDINATOR_ADDRESS)."

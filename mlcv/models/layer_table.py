@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -60,11 +60,21 @@ class Row:
     param_bytes: int = 0
     receptive_field: tuple[int, int] | None = None  # (H, W) in input pixels
     batch_size: int = 1
+    in_shape: tuple[int, ...] = ()  # per example, of the layer's (first) input
+    bias_adds: int = 0  # per example: outputs a bias is added to (FLOPs leave them out; the course counts them)
 
     @property
     def activations(self) -> int:
         """Output elements per example."""
         return math.prod(self.out_shape)
+
+    @property
+    def pads(self) -> str:
+        """``padding`` in pixels ("2,3": two before, three after) where it is "SAME" or "VALID" on a known input."""
+        if self.padding not in ("SAME", "VALID") or self.type != "Conv" or not self.kernel or not self.in_shape:
+            return self.padding
+        k = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation or (1,) * len(self.kernel), strict=True)]
+        return _pairs(jax.lax.padtype_to_pads(self.in_shape[: len(k)], k, self.stride, self.padding))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +229,8 @@ def _layer_row(call: _Call, own: dict, first: bool, rf, batch_size: int) -> Row:
         param_bytes=sum(math.prod(a.shape) * a.dtype.itemsize for a in own.values()) if first else 0,
         receptive_field=_rf_int(rf),
         batch_size=batch_size,
+        in_shape=tuple(call.in_shape[1:]),
+        bias_adds=math.prod(out_shape) if flops and "bias" in own else 0,
         **geom,
     )
 
@@ -231,7 +243,8 @@ def _pool_row(eqn, env: dict, name: str, kind: str, batch_size: int) -> Row:
         geom = dict(kernel=p["window_dimensions"][win], stride=p["window_strides"][win])
         geom.update(padding=_pairs(p["padding"][win]), dilation=p["window_dilation"][win])
     rf, nbytes = _rf_int(env.get(eqn.outvars[0])), math.prod(shape) * out.dtype.itemsize * batch_size
-    return Row(name, kind, shape, shape[-1], activation_bytes=nbytes, receptive_field=rf, batch_size=batch_size, **geom)
+    geom.update(in_shape=tuple(eqn.invars[0].aval.shape[1:]), activation_bytes=nbytes, receptive_field=rf)
+    return Row(name, kind, shape, shape[-1], batch_size=batch_size, **geom)
 
 
 def _pool_kind(eqn) -> str | None:
@@ -248,17 +261,22 @@ def _rf_int(rf) -> tuple[int, int] | None:
     return None if rf is None else tuple(round(r) for r in rf[0])
 
 
-def layer_table(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> list[Row]:
+def layer_table(
+    model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, *, collapse: Collection[str] = ()
+) -> list[Row]:
     """One row per input, Conv/ConvTranspose/Dense/Embed, normalization and pooling layer, in program order.
 
     Args:
       model: a Linen module with ``__call__(x, *, train=False)``.
       input_shape: one example's shape, (H, W, C) for images.
       batch_size: examples for the activation-memory column (FLOPs stay per example).
+      collapse: class names of modules shown as one row each (``"InceptionModule"``, as the GoogLeNet paper's
+        Table 1 does): the sums of their layers' parameters, FLOPs and bias adds, and their output, whose
+        memory alone is the row's (the layers inside are not rows).
 
     A module of another type that owns parameters directly and calls no submodule also gets a row (FLOPs 0), so
     the parameter column always sums to the model's total. A module called twice gets a row per call, its
-    parameters counted on the first.
+    parameters counted on the first. Pooling rows are numbered within the module that pools.
     """
     jaxpr, variables, calls = _trace(model, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
 
@@ -273,7 +291,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int], batch_size: int = 
     is_row = [isinstance(c.module, _ROW_TYPES) or (leaf[i] and bool(own(c.path))) for i, c in enumerate(calls)]
     order: list[int | Row] = []  # layer rows (call indices) and pooling rows, in program order
     layer_rf: dict[int, Any] = {}
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str, str], int] = {}
 
     def visit(eqn, stack: str, env: dict) -> None:
         _propagate(eqn, env)
@@ -287,9 +305,10 @@ def layer_table(model: nn.Module, input_shape: Sequence[int], batch_size: int = 
             if owner not in layer_rf or env.get(eqn.outvars[0]) is not None:
                 layer_rf[owner] = env.get(eqn.outvars[0])  # the last spatial output: after conv, bias add
         elif kind := _pool_kind(eqn):
-            counts[kind] = counts.get(kind, 0) + 1
-            name = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower() + str(counts[kind])
-            name = "/".join(filter(None, [calls[marks[-1]].path if marks else "", name]))
+            scope = calls[marks[-1]].path if marks else ""
+            counts[scope, kind] = counts.get((scope, kind), 0) + 1
+            name = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower() + str(counts[scope, kind])
+            name = "/".join(filter(None, [scope, name]))
             order.append(_pool_row(eqn, env, name, kind, batch_size))
 
     _walk(jaxpr, {jaxpr.invars[0]: ((1.0, 1.0), (1.0, 1.0))}, "", visit)
@@ -304,7 +323,29 @@ def layer_table(model: nn.Module, input_shape: Sequence[int], batch_size: int = 
             item = _layer_row(call, own(call.path), call.path not in seen, layer_rf.get(item), batch_size)
             seen.add(call.path)
         rows.append(item)
-    return rows
+    return _collapse(rows, [c for c in calls if c.path and type(c.module).__name__ in collapse]) if collapse else rows
+
+
+def _collapse(rows: list[Row], calls: list[_Call]) -> list[Row]:
+    """Each run of rows inside one of ``calls``' modules as one row of that module."""
+    out, i = [], 0
+    while i < len(rows):
+        call = min((c for c in calls if rows[i].name.startswith(c.path + "/")), key=lambda c: len(c.path), default=None)
+        if call is None:
+            out.append(rows[i])
+            i += 1
+            continue
+        j = next((j for j in range(i, len(rows)) if not rows[j].name.startswith(call.path + "/")), len(rows))
+        inner, shape, batch = rows[i:j], tuple(call.out.shape[1:]), rows[i].batch_size
+        rfs = [r.receptive_field for r in inner if r.receptive_field]  # a concat's: its longest branch's
+        sums = {k: sum(getattr(r, k) for r in inner) for k in ("params", "flops", "param_bytes", "bias_adds")}
+        nbytes = math.prod(shape) * call.out.dtype.itemsize * batch
+        out.append(
+            Row(call.path, type(call.module).__name__, shape, shape[-1], activation_bytes=nbytes, batch_size=batch,
+                receptive_field=max(rfs) if rfs else None, in_shape=tuple(call.in_shape[1:]), **sums)
+        )  # fmt: skip
+        i = j
+    return out
 
 
 def totals(rows: Sequence[Row]) -> Totals:

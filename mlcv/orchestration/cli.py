@@ -276,12 +276,12 @@ def main(
         except (Interrupted, KeyboardInterrupt) as e:  # a trial stopped by SIGTERM / Ctrl-C
             return _stopped(e)
     workdir = workdir or default_workdir(config_path)
-    if mode in ("layers", "enrol"):
+    if mode in ("summary", "layers", "enrol"):  # "layers" is the older name of "summary"
         from mlcv.orchestration import enrolment, layers
 
         try:
             failures.check_workdir(workdir)
-            layers.run(config, workdir) if mode == "layers" else enrolment.run(workdir)
+            layers.run(config, workdir) if mode != "enrol" else enrolment.run(workdir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
