@@ -41,8 +41,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = defaults.classification(data, {"name": chosen[0]})
     # As the three were trained: SGD with momentum 0.9 (AlexNet's recipe: lr 0.01, L2 5e-4, batch 128).
     config.optim.update(name="momentum", momentum=0.9, lr=0.01, schedule="constant", l2=5e-4)
-    config.summary = ml_collections.ConfigDict(
-        {"input_shape": (224, 224, 3), "num_classes": 1000, "batch_size": 128, "table": "course"}
-    )
+    config.summary = ml_collections.ConfigDict({"batch_size": 128, "table": "course"})
+    config.summary.features = {  # ImageNet's, declared: the summary opens no dataset
+        "image": {"kind": "image", "shape": (224, 224, 3), "dtype": "float32"},
+        "label": {"kind": "label", "shape": (), "dtype": "int64", "num_classes": 1000},
+    }
     config.summary.collapse = ("InceptionModule",) if chosen[0] == "googlenet" else ()
     return config

@@ -94,6 +94,7 @@ CASES: dict[str, tuple[str | None, ...]] = {
     "planes_monodepth_ablation": (None, "runlocal"),
     "layers_flownet": (None, "runlocal"),
     "course_tables": ("alexnet", "vgg16", "googlenet"),
+    "digits_learning_curves": (None, "runlocal"),
     "circles_polar": (None, "runlocal", "features=polar", "features=polar,runlocal"),
     "retrieval_catalogue": (
         None,

@@ -2,8 +2,9 @@
 
 The model is the one the experiment's task builds. Its input is one example:
 
-- of the shape ``config.summary.input_shape`` declares, with ``config.summary.num_classes`` classes, when the
-  config has that section: no dataset is opened at all, so the table of an ImageNet model needs no ImageNet;
+- of the features ``config.summary.features`` declares (name -> the fields of :class:`mlcv.data.Feature`:
+  kind, shape, dtype and, for class-valued kinds, the number of classes), when the config has that section:
+  no dataset is opened at all, so the table of an ImageNet model needs no ImageNet;
 - else of the dataset's declared features after ``config.data.pp_eval``, computed on a blank example. No record
   is read, but a TFDS catalogue dataset that declares no features (``imagenet2012``, ``cifar10``) has its
   ``dataset_info`` read from its prepared files, so it must have been downloaded.
@@ -49,13 +50,13 @@ def model_and_input(
     ``input_shape`` replaces the shape that the config declares or the dataset gives.
     """
     summary = declared(config)
-    if summary.get("input_shape"):
-        if not summary.get("num_classes"):
-            raise ConfigError("config.summary.input_shape needs config.summary.num_classes: the classes to score")
-        shape = tuple(int(d) for d in summary.input_shape)
-        features = {"image": data.Feature("image", shape, "float32")}
-        features["label"] = data.Feature("label", (), "int64", num_classes=int(summary.num_classes))
+    if summary.get("features"):
+        try:
+            features = {name: data.Feature(**dict(f)) for name, f in summary.features.items()}
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config.summary.features: {e}") from None
         task = runs.build_task(config, from_features(features))  # no dataset is opened
+        shape = features[task.input_keys[0]].shape
         return task.model, tuple(input_shape or shape), "declared in config.summary, no dataset opened"
     dc = config.data
     spec = data.get(dc.name)

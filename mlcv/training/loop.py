@@ -331,21 +331,20 @@ class _Trainer:
                 fallback = {"checkpoint_fallback": f"best step {best_step}: {e.reason}; evaluated step {step}"}
                 best_step = step
         replicas_identical = sharding.check_replicas(self.state.params)
-        on_train = frozenset(n for n, ev in self.evaluators.items() if "train" in ev.fit_roles)
-        if on_train:  # DeepFace's weights, from training pairs: the other evaluators skip that pass
-            self.evaluate("train", fit=True, only=on_train)
+        # config.evaluate_train (learning curves: training against validation error) makes every evaluator report
+        # on the training split; else only those that fit on it (DeepFace's weights, from training pairs) pass over it.
+        train_too = bool(self.config.get("evaluate_train", False))
+        on_train = frozenset(n for n, ev in self.evaluators.items() if train_too or "train" in ev.fit_roles)
+        train = self.evaluate("train", fit=True, only=on_train)[0] if on_train else {}
         val, _ = self.evaluate("validation", fit=True)
         test, test_extras = self.evaluate("test")
-        averaged = {}
+        extra = {"train": train} if train_too else {}
         if self.averaged:
-            averaged = {
-                "validation_avg": self.evaluate("validation", True)[0],
-                "test_avg": self.evaluate("test", True)[0],
-            }
+            extra.update(validation_avg=self.evaluate("validation", True)[0], test_avg=self.evaluate("test", True)[0])
         self.ckpts.close()
         if setup.snapshots:
             members = [runs.load_run(self.workdir, s) for s in setup.snapshots]
-            averaged["test_snapshot_ensemble"] = runs.evaluate_runs(members, "test")
+            extra["test_snapshot_ensemble"] = runs.evaluate_runs(members, "test")
         metric = setup.task.headline
         # name -> whether it is a percentage: what ablation tables show beside the headline (a detector's AP50)
         also = {m: m in setup.percent for m in setup.task.also_reported if m in test}
@@ -365,7 +364,7 @@ class _Trainer:
             **fallback,
             "validation": val,
             "test": test,
-            **averaged,
+            **extra,
             # Non-scalar results of the evaluators (per-class values, matrices, curves).
             **{f"test_{k}": v for k, v in test_extras.items()},
             "compile_time_s": self.compile_s,
