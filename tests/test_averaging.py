@@ -46,6 +46,44 @@ def test_ema_warmup_by_hand():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+# Batch-norm statistics after each of four steps: running mean and variance of two channels.
+STATS = [
+    {"mean": np.array([0.5, -1.0]), "var": np.array([2.0, 0.25])},
+    {"mean": np.array([1.5, 0.0]), "var": np.array([1.0, 0.5])},
+    {"mean": np.array([-0.5, 2.0]), "var": np.array([4.0, 1.0])},
+    {"mean": np.array([1.0, 3.0]), "var": np.array([0.5, 2.0])},
+]
+
+
+def _run_with_stats(cfg: dict) -> dict:
+    config = ml_collections.ConfigDict(cfg)
+    init_stats = {"bn": {"mean": jnp.zeros(2), "var": jnp.ones(2)}}
+    avg = averaging.init(config, {"w": jnp.asarray([10.0, 10.0])}, init_stats)
+    for t, (theta, stats) in enumerate(zip(THETAS, STATS, strict=True), start=1):
+        new_stats = {"bn": {k: jnp.asarray(v) for k, v in stats.items()}}
+        avg = averaging.update(config, avg, {"w": jnp.asarray(theta)}, new_stats, jnp.asarray(t))
+    return {k: np.asarray(v) for k, v in avg["batch_stats"]["bn"].items()}
+
+
+def test_ema_averages_batch_norm_statistics_by_hand():
+    """The batch-norm running mean and variance follow the same EMA as the weights, rho = 0.9 from the initial
+    statistics (mean 0, variance 1), not the raw statistics of the last step."""
+    got = _run_with_stats({"kind": "ema", "ema_decay": 0.9, "ema_warmup": False})
+    expected = {"mean": np.zeros(2), "var": np.ones(2)}
+    for stats in STATS:
+        expected = {k: 0.1 * stats[k] + 0.9 * expected[k] for k in expected}
+    for k in ("mean", "var"):
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, err_msg=k)
+        assert not np.allclose(got[k], STATS[-1][k])  # the hand values are not the last step's
+
+
+def test_polyak_averages_batch_norm_statistics_by_hand():
+    """Polyak from step 2: the batch-norm statistics are the plain mean of steps 2-4's, like the weights."""
+    got = _run_with_stats({"kind": "polyak", "start_step": 2})
+    for k in ("mean", "var"):
+        np.testing.assert_allclose(got[k], np.mean([s[k] for s in STATS[1:]], axis=0), rtol=1e-6, err_msg=k)
+
+
 def test_polyak_is_the_mean_from_start_step():
     """Polyak averaging from step 2 is the plain mean of theta_2..theta_4."""
     got, count, _ = _run({"kind": "polyak", "start_step": 2})

@@ -153,6 +153,20 @@ def test_onecycle_is_the_courses_eqs_38_39_at_20_points(pct, T):
         assert float(m_sched(85)) == pytest.approx(0.85 + 0.10 * 55 / 70, rel=1e-6)
 
 
+def test_onecycle_rise_of_29_percent_of_100_steps_is_29_steps():
+    """onecycle_pct 0.29 of 100 steps rises for 29 steps, as eq. 38's pI = 29 says, although 0.29 * 100 is
+    28.999999999999996 in floating point (truncating it would peak a step early). By hand, lr 1, lr / 25 = 0.04:
+    step 28 is 0.04 + 0.96 * 28/29, step 29 the peak, step 30 one 71st of the way down to 1e-4; the momentum
+    mirrors it between 0.95 and 0.85."""
+    assert 0.29 * 100 < 29  # the floating-point product this test is about
+    cfg = _cfg(name="momentum", lr=1.0, schedule="onecycle", onecycle_pct=0.29)
+    lr_sched, m_sched = optim.schedule(cfg, 100), optim.momentum_schedule(cfg, 100)
+    np.testing.assert_allclose(
+        _values(lr_sched, [28, 29, 30]), [0.04 + 0.96 * 28 / 29, 1.0, 1.0 - (1.0 - 1e-4) / 71], rtol=1e-6
+    )
+    np.testing.assert_allclose(_values(m_sched, [28, 29, 30]), [0.95 - 0.1 * 28 / 29, 0.85, 0.85 + 0.1 / 71], rtol=1e-6)
+
+
 def test_onecycle_linear_and_cosine_fall_differ_by_half_the_peak_at_85_percent():
     """At step 85 of 100 (rise 30 %) the line of eqs. 38-39 is at 1 - 55/70 = 0.214 of the peak, the cosine fall
     at (1 + cos(pi 55/70)) / 2 = 0.095: 'cos' is a documented option, not the course's form."""

@@ -204,3 +204,41 @@ def test_logged_grad_norm_is_the_norm_that_clipping_sees(tmp_path):
     step = float(np.sqrt(sum(np.sum(d**2) for d in jax.tree.leaves(diff))))
     assert logged[0.0]["train/grad_norm"] == pytest.approx(step / lr + c, rel=1e-4)
     assert logged[c]["train/grad_norm"] == pytest.approx(logged[0.0]["train/grad_norm"], rel=1e-6)  # before clipping
+
+
+def _test_metrics_of_checkpoint(workdir: Path, step: int) -> dict[str, float]:
+    """Accuracy and mean cross-entropy on the digits test split of checkpoint ``step``, computed here: the split
+    read as raw arrays, normalized with the dataset's stated mean and std, the model applied once, NumPy after."""
+    from mlcv import data
+    from mlcv.training import runs
+
+    run = runs.load_run(workdir, step)
+    arrays = data.load_arrays("digits", "test")
+    stats = data.get("digits").op_defaults["normalize"]
+    image = (arrays["image"].astype(np.float32) - stats["mean"]) / stats["std"]
+    label = arrays["label"].astype(np.int64)
+    batch = {"image": image, "label": label, "mask": np.ones(len(label), np.float32)}
+    logits = np.asarray(run.predict(batch)["logits"], np.float64)
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    return {
+        "accuracy": float(np.mean(logits.argmax(-1) == label)),
+        "loss": float(-np.mean(log_probs[np.arange(len(label)), label])),
+    }
+
+
+def test_reported_test_metrics_are_those_of_the_checkpoint_chosen_on_validation(tmp_path):
+    """The project's honesty claim, on a run whose validation-best step (5) is far before its last (40): the test
+    numbers in summary.json equal the model of checkpoint 5 applied to the 360 test images and scored in NumPy,
+    and differ from the last step's, so a summary of the last step's test numbers cannot pass."""
+    config = digits_cnn.get_config("runlocal")
+    config.update(total_epochs=None, total_steps=40, eval_every_epochs=None, eval_every_steps=5, tensorboard=False)
+    config.early_stopping.patience_evals = 0  # never stop: train to step 40
+    config.early_stopping.min_delta = 1.0  # no accuracy gain can exceed 1.0: the first evaluation stays the best
+    wd = tmp_path / "sel"
+    summary = train.run(config, wd)
+    assert summary["best_step"] == 5 and summary["step"] == 40
+    best, last = _test_metrics_of_checkpoint(wd, 5), _test_metrics_of_checkpoint(wd, 40)
+    assert abs(best["loss"] - last["loss"]) > 0.05  # the two checkpoints are told apart by their test numbers
+    assert summary["test"]["accuracy"] == pytest.approx(best["accuracy"], abs=1e-9)
+    assert summary["test"]["loss"] == pytest.approx(best["loss"], rel=1e-4)

@@ -47,20 +47,30 @@ def test_rotated_ellipsoid_depth():
 
 
 def test_capsule_depth_along_its_side_and_at_its_cap():
+    """Expected values by hand: the pinhole rays (k / f, 0, 1), the side at z = 2.8, the cap's depth from the
+    ray-sphere quadratic solved by numpy, and the hit point 0.2 from the cap's centre."""
     # A capsule along x from -0.5 to 0.5 at 3 m, radius 0.2: its side is at z = 2.8 for every |x| <= 0.5.
     caps = (np.array([[[-0.5, 0, 3.0]]]), np.array([[[0.5, 0, 3.0]]]), np.array([[0.2]]))
     depth, index = _render(_no_ellipsoids(), caps)
+    rays = bodies.camera_rays(SIZE, FOCAL).reshape(SIZE, SIZE, 3)
+    points = bodies.back_project(depth, FOCAL)
     for k in range(0, 8):
-        assert k / FOCAL * 2.8 <= 0.5
+        # The pinhole ray of pixel (C, C + k) is (k / f, 0, 1) normalised; at z = 2.8 it is at x = 2.8 k / f <= 0.49,
+        # inside the side's -0.5 <= x <= 0.5.
+        np.testing.assert_allclose(rays[C, C + k], np.array([k / FOCAL, 0, 1]) / np.hypot(k / FOCAL, 1), atol=1e-12)
         assert depth[C, C + k] == pytest.approx(2.8, abs=1e-9)
-    # Beyond the end the ray meets the cap sphere about (0.5, 0, 3).
+        np.testing.assert_allclose(points[C, C + k], [2.8 * k / FOCAL, 0, 2.8], atol=1e-9)
+    # Beyond the end (pixel 8: x = 2.8 * 8 / 40 = 0.56 > 0.5 at z = 2.8) the ray meets the cap sphere about (0.5, 0, 3).
     k = 8
     a = k / FOCAL
-    assert a * 2.8 > 0.5
+    np.testing.assert_allclose(rays[C, C + k], np.array([a, 0, 1]) / np.hypot(a, 1), atol=1e-12)
     roots = np.roots([a * a + 1, -(a + 6), 0.25 + 9 - 0.04])  # (a z - 0.5)^2 + (z - 3)^2 = 0.2^2
     assert np.isreal(roots).all()
     z = min(roots.real)
     assert depth[C, C + k] == pytest.approx(z, abs=1e-9)
+    # The hit point lies on that sphere: 0.2 from (0.5, 0, 3), beyond the side's end x = 0.5.
+    assert np.linalg.norm(points[C, C + k] - [0.5, 0, 3.0]) == pytest.approx(0.2, abs=1e-9)
+    assert points[C, C + k, 0] > 0.5
     assert (index[depth < bodies.BACKGROUND_DEPTH] == 0).all()
 
 

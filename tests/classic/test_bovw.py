@@ -131,17 +131,82 @@ def test_bad_config_is_an_error_before_anything_is_written(tmp_path, key, value)
     assert not (tmp_path / "bad").exists()
 
 
+def _ridge_select(features, labels, lambdas):
+    """scikit-learn's Ridge on +-1 one-hot targets for each lambda, the first best on validation: (lambda, test
+    accuracy). Labels are the raw class ids; a prediction is the training class of the largest score."""
+    classes = np.unique(labels["train"])
+    targets = 2.0 * (labels["train"][:, None] == classes) - 1.0
+    best = None
+    for lam in lambdas:
+        ridge = Ridge(alpha=lam).fit(np.asarray(features["train"], np.float64), targets)
+        acc = {r: np.mean(classes[ridge.predict(features[r]).argmax(1)] == labels[r]) for r in ("validation", "test")}
+        if best is None or acc["validation"] > best[1]["validation"]:
+            best = (lam, acc)
+    return best[0], best[1]["test"]
+
+
+def _vlad_numpy(images, keypoints, codebook, samples, eps, alpha):
+    """Patch descriptors and VLAD in numpy/scipy: each keypoint's square read at samples x samples points by
+    scipy's bilinear map_coordinates (edge repeated), channels side by side, minus its mean over (std + eps);
+    per codeword the summed residuals of its nearest descriptors, then sign |v|^alpha and L2."""
+    offsets = np.linspace(-0.5, 0.5, samples)
+    out = []
+    for image, points in zip(images.astype(np.float64), keypoints.astype(np.float64), strict=True):
+        rows = points[:, 0, None, None] + points[:, 2, None, None] * offsets[None, :, None]
+        cols = points[:, 1, None, None] + points[:, 2, None, None] * offsets[None, None, :]
+        rows, cols = np.broadcast_arrays(rows, cols)
+        patches = np.stack(
+            [scipy.ndimage.map_coordinates(image[..., c], [rows, cols], order=1, mode="nearest") for c in range(3)], -1
+        ).reshape(len(points), -1)
+        centred = patches - patches.mean(1, keepdims=True)
+        desc = centred / (centred.std(1, keepdims=True) + eps)
+        words = ((desc[:, None] - codebook[None]) ** 2).sum(-1).argmin(1)
+        v = np.stack([(desc[words == k] - codebook[k]).sum(0) for k in range(len(codebook))]).ravel()
+        v = np.sign(v) * np.abs(v) ** alpha
+        out.append(v / np.linalg.norm(v))
+    return np.stack(out)
+
+
 def test_colour_catalogue_dataset_on_mock_data(tmp_path):
     """``config.data.name`` takes a TFDS catalogue name; colour images give colour patches (and codewords).
 
-    ``load_arrays`` reads records one at a time: mock_data's sources have no ``__getitems__``.
+    Expected values from outside the method: the pixels baseline recomputed from the raw mock arrays with
+    scikit-learn's Ridge (lambda chosen on validation); the fitted method's training VLAD vectors recomputed in
+    numpy/scipy from its saved keypoints and codebook, and its VLAD test accuracy from scikit-learn's Ridge on its
+    VLAD vectors. ``load_arrays`` reads records one at a time: mock_data's sources have no ``__getitems__``.
     """
     import tensorflow_datasets as tfds
 
     config = faces_bovw.get_config("runlocal")
     config.data.name = "cifar10"
+    roles = ("train", "validation", "test")
     with tfds.testing.mock_data(num_examples=30):
         summary = mlcv.run(config, tmp_path / "cifar")
-    assert 0 <= summary["test"]["vlad/accuracy"] <= 1
+        arrays = {r: mlcv.data.load_arrays("cifar10", r) for r in roles}
+        method = mlcv.classic.get("bovw")(config)  # the same config and seed, fitted again to read its state
+        method.fit(lambda step, scalars: None)
+    assert method.evaluate("test") == summary["test"]
     assert summary["fit"]["pixels_dims"] == 32 * 32 * 3
     assert summary["fit"]["vlad_dims"] == config.bovw.codebook_size * config.bovw.patch_samples**2 * 3
+    labels = {r: arrays[r]["label"] for r in roles}
+    lambdas = config.bovw.ridge_lambdas
+    pixels = {r: arrays[r]["image"].reshape(30, -1) / 255.0 for r in roles}
+    assert _ridge_select(pixels, labels, lambdas) == (
+        summary["fit"]["pixels_lambda"],
+        summary["test"]["pixels/accuracy"],
+    )
+    b = config.bovw
+    np.testing.assert_allclose(
+        method.features["train"]["vlad"],
+        _vlad_numpy(
+            pixels["train"].reshape(30, 32, 32, 3),
+            method.keypoints,
+            np.asarray(method.codebook, np.float64),
+            b.patch_samples,
+            b.patch_contrast_eps,
+            b.vlad_alpha,
+        ),
+        atol=1e-4,
+    )
+    vlad = {r: method.features[r]["vlad"] for r in roles}
+    assert _ridge_select(vlad, labels, lambdas) == (summary["fit"]["vlad_lambda"], summary["test"]["vlad/accuracy"])

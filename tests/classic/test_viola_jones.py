@@ -12,6 +12,7 @@ from conftest import ROOT, launch_cmd
 import mlcv
 from experiments import faces_viola_jones
 from mlcv.classic.methods import viola_jones
+from mlcv.classic.methods.face_windows import load_scene
 from mlcv.config import ConfigError
 from mlcv.ops.integral import integral_image
 
@@ -25,7 +26,41 @@ def fitted():
     return method, facts, records
 
 
+def _cascade_numpy(cascade, windows):
+    """Each window's cascade decision from plain numpy pixel sums: a Haar feature is the weighted sum of its
+    rectangles' pixels over the window's population std (floored at min_std); a stump votes +alpha when
+    polarity * value < polarity * threshold, else -alpha; a window passes a stage when the votes reach its
+    threshold, and is a face when it passes every stage (Viola and Jones, 2004)."""
+    std = np.maximum(windows.reshape(len(windows), -1).std(1), cascade.min_std)
+    alive = np.ones(len(windows), bool)
+    for stage in cascade.stages:
+        score = np.zeros(len(windows))
+        for t in range(len(stage.stumps)):
+            value = sum(
+                weight * windows[:, ry : ry + rh, rx : rx + rw].sum((1, 2))
+                for (rx, ry, rw, rh), weight in zip(stage.features.rects[t], stage.features.weights[t], strict=True)
+                if weight != 0
+            )
+            p = stage.stumps.polarity[t]
+            score += np.where(p * value / std < p * stage.stumps.threshold[t], 1.0, -1.0) * stage.stumps.alpha[t]
+        alive &= score >= stage.threshold
+    return alive
+
+
+def _windows_scanned(shape, window, detect):
+    """Windows a multi-scale scan tries, by the rule cascade.detect documents: scales from min_size / window
+    times scale_factor while the window fits, grid step max(1, round(step * scale)), positions 0, step, ..."""
+    scale, total = max(1.0, detect.min_size / window), 0
+    while round(window * scale) <= min(shape):
+        size, step = round(window * scale), max(1, round(detect.step * scale))
+        total += len(range(0, shape[0] - size + 1, step)) * len(range(0, shape[1] - size + 1, step))
+        scale *= detect.scale_factor
+    return total
+
+
 def test_launch_runlocal_writes_the_workdir(tmp_path, fitted):
+    """Expected values: the window metrics recomputed in numpy from the fitted cascade (the module fixture, the
+    same config and seed as the launch), the scene windows counted by hand from the scan rule."""
     workdir = tmp_path / "vj"
     out = subprocess.run(
         launch_cmd(
@@ -41,9 +76,22 @@ def test_launch_runlocal_writes_the_workdir(tmp_path, fitted):
     assert len(line) == 1 and "test recall" in line[0] and "wall time" in line[0]
     assert json.loads((workdir / "config.json").read_text())["task"] == "viola_jones"
     summary = json.loads((workdir / "summary.json").read_text())
+    method = fitted[0]
+    config = faces_viola_jones.get_config("runlocal")
     for role in ("validation", "test"):
-        for key in ("recall", "false_positive_rate", "accuracy", "scene_false_positive_rate"):
-            assert 0.0 <= summary[role][key] <= 1.0
+        # The window metrics recomputed from the fitted cascade by plain pixel sums (_cascade_numpy).
+        x, y = method.split[role]
+        accepted = _cascade_numpy(method.cascade, x)
+        assert summary[role]["recall"] == pytest.approx(accepted[y == 1].mean())
+        assert summary[role]["false_positive_rate"] == pytest.approx(accepted[y == 0].mean())
+        assert summary[role]["accuracy"] == pytest.approx(np.mean(accepted == (y == 1)))
+        # The scene windows counted by hand from the scan rule; every one is a false positive if accepted, so the
+        # rate is a whole number of them over that count.
+        shapes = [load_scene(name).shape for name in config.negatives[f"{role}_scenes"]]
+        windows = sum(_windows_scanned(shape, config.window, config.detect) for shape in shapes)
+        assert summary[role]["scene_windows"] == windows
+        raw = summary[role]["scene_false_positive_rate"] * windows
+        assert raw == pytest.approx(round(raw), abs=1e-6)
     assert summary["test"]["astronaut_windows"] > 0
     assert summary["fit"]["stages"] == len(summary["fit"]["features_per_stage"]) >= 1
     records = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -55,7 +103,6 @@ def test_launch_runlocal_writes_the_workdir(tmp_path, fitted):
     assert (workdir / "plots" / "haar_features.png").stat().st_size > 0
     assert (workdir / "plots" / "astronaut_detections.png").stat().st_size > 0
     # the same config fitted again in this process gives the same numbers (module fixture, same seed)
-    method = fitted[0]
     for role in ("validation", "test"):
         again = method.evaluate(role)
         for key, value in summary[role].items():

@@ -547,12 +547,30 @@ def test_random_resized_crop_boxes_obey_scale_and_ratio():
     assert 0.48 < min(ratios) < 0.6 and 1.7 < max(ratios) < 2.05
 
 
-def test_random_resized_crop_output():
-    """Any crop is resized to the requested size and keeps uint8."""
-    img = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
-    for seed in range(10):
-        out = ops.parse("random_resized_crop((3, 5))")({"image": img}, _rng(seed))["image"]
-        assert out.shape == (3, 5, 3) and out.dtype == np.uint8
+def test_random_resized_crop_content_is_a_numpy_slice():
+    """Scale and ratio pinned so the box size is known by hand, output size = box size (no interpolation): each
+    output is exactly ``img[y : y + h, x : x + w]`` for one offset, found by numpy slicing, and keeps uint8.
+
+    6x12 (area 72), scale 0.25, w/h 2: area 18 = 3 x 6, so a 3 high, 6 wide box; the 12x6 image with w/h 0.5 gives
+    6 high, 3 wide. Pixel values are all distinct (np.arange), so at most one window matches.
+    """
+    for (height, width), ratio, (h, w) in (((6, 12), 2.0, (3, 6)), ((12, 6), 0.5, (6, 3))):
+        img = np.arange(height * width * 3, dtype=np.uint8).reshape(height, width, 3)
+        op = ops.parse(f"random_resized_crop(({h}, {w}), scale=(0.25, 0.25), ratio=({ratio}, {ratio}))")
+        offsets = set()
+        for seed in range(20):
+            out = op({"image": img}, _rng(seed))["image"]
+            assert out.dtype == np.uint8
+            match = [
+                (y, x)
+                for y in range(height - h + 1)
+                for x in range(width - w + 1)
+                if np.array_equal(out, img[y : y + h, x : x + w])
+            ]
+            assert len(match) == 1, (height, width, seed)
+            offsets.add(match[0])
+        # The offset is drawn: 20 draws over 4 x 7 = 28 places land on several.
+        assert len(offsets) >= 5, offsets
 
 
 # --- random_scale ---

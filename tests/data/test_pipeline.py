@@ -171,14 +171,25 @@ def test_pad_batch_full_is_unchanged():
 
 
 def test_per_process_batch_single_process():
-    """On one process the per-process batch is the global batch; a batch that does not divide raises."""
+    """On this one process the per-process batch is the global batch (1 process: 8 n / 1 = 8 n)."""
     import jax
 
+    assert jax.process_count() == 1
     n = jax.local_device_count()
     assert pipeline.per_process_batch(8 * n) == 8 * n
-    if n > 1:
-        with pytest.raises(ValueError, match="does not divide"):
-            pipeline.per_process_batch(n + 1)
+
+
+def test_per_process_batch_on_two_hosts_of_four_devices(monkeypatch):
+    """With 2 processes of 4 devices (the module's ``jax`` replaced by a stub; the jax package is untouched), by
+    hand: a global 64 is 64 / 2 = 32 rows a process, 8 is 4; 12 and 20 do not divide over the 8 devices."""
+    import types
+
+    monkeypatch.setattr(pipeline, "jax", types.SimpleNamespace(process_count=lambda: 2, local_device_count=lambda: 4))
+    assert pipeline.per_process_batch(64) == 32
+    assert pipeline.per_process_batch(8) == 4
+    for bad in (12, 20):
+        with pytest.raises(ValueError, match=f"batch size {bad} does not divide over 8 devices"):
+            pipeline.per_process_batch(bad)
 
 
 def test_example_batch(src, spec):

@@ -102,20 +102,49 @@ def test_sgd_steps_lower_the_loss(name):
     assert values[-1] < 0.9 * values[0], values
 
 
+def _conv3x3_relu_pool_numpy(x, kernel, bias):
+    """3x3 cross-correlation with zero 'SAME' padding, bias, ReLU, 2x2 max pooling of stride 2, flattened (H, W, C)."""
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv = sum(padded[:, i : i + h, j : j + w] @ kernel[i, j] for i in range(3) for j in range(3)) + bias
+    act = np.maximum(conv, 0.0)
+    pooled = act.reshape(n, h // 2, 2, w // 2, 2, -1).max(axis=(2, 4))
+    return pooled.reshape(n, -1)
+
+
 def test_cnn_with_dropout_and_without_normalization():
-    """The CNN without batch norm has conv biases and no batch_stats; dropout differs by rng only in training."""
-    model = models.get("cnn", num_classes=3, features=(4,), convs_per_stage=1, dense=0, dropout=0.5, norm="none")
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
-    variables = model.init(jax.random.key(0), x)
+    """The CNN without batch norm has conv biases and no batch_stats. Expected values from numpy: at test the
+    logits are a numpy conv + bias + ReLU + max pool + dense head on the initialised parameters; in training the
+    dropout layer (rate 0.5, seen with capture_intermediates) keeps each unit as 0 or x / (1 - 0.5), zeroes about
+    half of the 878 units ReLU left alive (binomial: 0.5 +- 0.1 is about six standard deviations, 0.017 each), and
+    the head reads that layer's output."""
+    rate = 0.5
+    model = models.get("cnn", num_classes=3, features=(4,), convs_per_stage=1, dense=0, dropout=rate, norm="none")
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
+    variables = model.init(jax.random.key(0), jnp.asarray(x))
     assert set(variables) == {"params"}
     # conv 3*3*1*4 + 4 bias; pool 8 -> 4; head on 4*4*4 = 64 features: 64*3 + 3
     assert _count(variables["params"]) == 3 * 3 * 1 * 4 + 4 + 64 * 3 + 3
-    eval1 = model.apply(variables, x)
-    eval2 = model.apply(variables, x)
-    np.testing.assert_array_equal(eval1, eval2)
-    t1 = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
-    t2 = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
-    assert not np.allclose(t1, t2)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+    features = _conv3x3_relu_pool_numpy(x.astype(np.float64), p["stage0_conv0"]["kernel"], p["stage0_conv0"]["bias"])
+
+    def head(f):
+        return f @ p["head"]["kernel"] + p["head"]["bias"]
+
+    np.testing.assert_allclose(model.apply(variables, x), head(features), rtol=1e-5, atol=1e-5)
+    masks = []
+    for seed in (1, 2):
+        logits, state = model.apply(
+            variables, x, train=True, rngs={"dropout": jax.random.key(seed)}, capture_intermediates=True
+        )
+        dropped = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0], np.float64)
+        live = features > 1e-6  # units that ReLU left at 0 stay 0 either way
+        kept = np.isclose(dropped, features / (1 - rate), rtol=1e-5)
+        assert np.all(kept[live] | (dropped[live] == 0)) and np.all(np.abs(dropped[~live]) < 1e-5)
+        assert abs(1 - kept[live].mean() - rate) < 0.1, kept[live].mean()
+        np.testing.assert_allclose(logits, head(dropped), rtol=1e-5, atol=1e-5)
+        masks.append(kept[live])
+    assert (masks[0] != masks[1]).any()  # another rng, another mask
 
 
 def test_cnn_layer_norm_by_hand():

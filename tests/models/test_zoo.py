@@ -329,6 +329,23 @@ def test_zero_init_block_is_identity(block, features, train):
     np.testing.assert_allclose(out, jax.nn.relu(x), atol=1e-6)
 
 
+@pytest.mark.parametrize(("block", "features"), [(resnet.BasicBlock, 3), (resnet.BottleneckBlock, 1)])
+@pytest.mark.parametrize("train", [False, True])
+def test_option_a_shortcut_takes_the_even_pixels_and_zero_pads_channels(block, features, train):
+    """Option A (He et al. 2016, section 3.3) at stride 2: the input's pixels at even rows and columns, the new
+    channels zero. With zero_init_residual the branch is zero, so a block changing 4x4x1 to 2x2x3 outputs
+    relu(shortcut(x)); the expected map is written out by hand from x = 1 ... 16 in raster order. Sampling the odd
+    pixels instead would give 6 8 / 14 16."""
+    x = jnp.arange(1.0, 17.0).reshape(1, 4, 4, 1)  # rows 1 2 3 4 / 5 6 7 8 / 9 10 11 12 / 13 14 15 16
+    module = block(features, strides=2, zero_init_residual=True, shortcut="A")
+    variables = module.init(jax.random.key(0), x)
+    assert "proj_conv" not in variables["params"]  # no projection: option A has no parameters
+    out = module.apply(variables, x, train=train, mutable=["batch_stats"])[0] if train else module.apply(variables, x)
+    expected = np.zeros((1, 2, 2, features * block.expansion))
+    expected[0, :, :, 0] = [[1, 3], [9, 11]]
+    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize(("output_stride", "size"), [(8, 28), (16, 14), (None, 7)])
 def test_dilated_resnet50_output_stride(output_stride, size):
     """features_only returns the last feature map: 224 / output_stride (32 without dilation), 2048 channels."""

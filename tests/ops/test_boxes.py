@@ -43,6 +43,28 @@ def test_nms_matches_opencv(threshold):
     np.testing.assert_array_equal(boxes.nms(b, s, threshold), np.asarray(ref).ravel())
 
 
+@pytest.mark.parametrize(("second", "iou"), [([0, 0, 4, 2], 0.5), ([0, 0, 1, 4], 0.25)])
+def test_nms_keeps_a_box_whose_iou_equals_the_threshold_as_opencv_does(second, iou):
+    """At IoU exactly equal to the threshold the box survives, in mlcv and in OpenCV's ``dnn.NMSBoxes``.
+
+    By hand: ``[0, 4]^2`` and ``[0, 4] x [0, 2]`` share 8 of a 16 union, IoU 1/2; with ``[0, 1] x [0, 4]`` it is 4 / 16
+    = 1/4. Both are exact in float32 and float64, so the comparison meets the threshold itself. OpenCV suppresses
+    only when the overlap is strictly above it (``keep = overlap <= threshold``); so does mlcv. One float32 step
+    below the threshold (OpenCV takes it as a float32), both suppress the second box.
+    """
+    b = np.array([[0, 0, 4, 4], second], float)
+    s = [0.9, 0.8]
+    assert boxes.iou(b[0], b[1])[0, 0] == iou
+    below = float(np.nextafter(np.float32(iou), np.float32(0)))
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1).tolist()
+    for threshold, expected in [(iou, [0, 1]), (below, [0])]:
+        np.testing.assert_array_equal(np.asarray(cv2.dnn.NMSBoxes(xywh, s, 0.0, threshold)).ravel(), expected)
+        np.testing.assert_array_equal(boxes.nms(b, s, threshold), expected)
+    # "Above the threshold" means the same in the other two users of it: no overlap counted, no vote taken.
+    np.testing.assert_array_equal(boxes.count_overlaps(b, iou), [0, 0])
+    np.testing.assert_array_equal(boxes.nms_vote(b, s, iou)[1], [1, 1])
+
+
 def test_count_overlaps():
     b = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 1, 10, 11], [50, 50, 60, 60]], float)
     np.testing.assert_array_equal(boxes.count_overlaps(b, 0.5), [2, 2, 2, 0])

@@ -68,3 +68,26 @@ def test_float_images_and_window_mean_std_match_numpy():
         integral_image(np.ones((4, 4)), pad=True), integral_image(np.ones((4, 4)), pad=True), 0, 0, 4, 4, min_std=0.5
     )
     assert flat == 0.5
+
+
+def test_uint8_images_are_summed_in_int64():
+    """Four pixels of 255 sum to 1020 (by hand), past uint8's 255: the default accumulator is int64, not uint8."""
+    ii = integral_image(np.full((2, 2), 255, np.uint8))
+    np.testing.assert_array_equal(ii, [[255, 510], [510, 1020]])
+    assert ii.dtype == np.int64
+    assert rect_sum(integral_image(np.full((2, 2), 255, np.uint8), pad=True), 0, 0, 2, 2) == 4 * 255
+
+
+def test_float32_images_are_summed_in_float64():
+    """Ones beside a pixel of 1e8 are not lost: float32 spaces its values 8 apart there (1e8 + 1 rounds to 1e8),
+    float64 holds every integer below 2**53. Expected sums by exact integer arithmetic: 1e8 plus the count of ones
+    above and to the left of each pixel."""
+    image = np.ones((2, 4), np.float32)
+    image[0, 0] = 1e8  # exact in float32: 1e8 = 2**8 * 390625
+    assert np.float32(1e8) + np.float32(1) == np.float32(1e8)  # what a float32 accumulator would do
+    ii = integral_image(image, pad=True)
+    big = 100_000_000
+    np.testing.assert_array_equal(ii[1:, 1:], [[big, big + 1, big + 2, big + 3], [big + 1, big + 3, big + 5, big + 7]])
+    assert ii.dtype == np.float64
+    # the 2 x 3 block of ones to the right of the big pixel, from four look-ups of sums near 1e8: 6 exactly
+    assert rect_sum(ii, 1, 0, 4, 2) == 6
