@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mlcv import config as config_lib
 from mlcv import optim, report, workdirs
 from mlcv.data import pipeline
-from mlcv.training import checkpoint, interrupts, runs, sanity, selection, sharding, steps
+from mlcv.training import checkpoint, interrupts, prefetch, runs, sanity, selection, sharding, steps
 from mlcv.training.setup import RunSetup
 
 
@@ -87,17 +87,16 @@ class _Trainer:
         checks = (dc.name, setup.task.range_checks())
         pk = (dc.get("identities_per_batch") or 0, dc.get("images_per_identity") or 0)  # P x K identity batches
         self._pp = {"op_defaults": setup.spec.op_defaults, "keys": setup.task.batch_keys, "checks": checks}
-        self.train_iter = iter(
-            pipeline.train_loader(
-                setup.sources["train"],
-                batch_size=dc.batch_size,
-                pp=dc.pp_train,
-                seed=config.seed,
-                worker_count=dc.worker_count,
-                identities=pk if pk[0] else None,
-                **{**self._pp, "checks": (dc.name, setup.task.train_range_checks())},
-            )
+        loader = pipeline.train_loader(
+            setup.sources["train"],
+            batch_size=dc.batch_size,
+            pp=dc.pp_train,
+            seed=config.seed,
+            worker_count=dc.worker_count,
+            identities=pk if pk[0] else None,
+            **{**self._pp, "checks": (dc.name, setup.task.train_range_checks())},
         )
+        self.train_iter = prefetch.DevicePrefetch(iter(loader), lambda batch: sharding.put_batch(batch, self.mesh))
         example = self._example("train", dc.batch_size, dc.pp_train)
         state = setup.builder.init(jax.random.PRNGKey(config.seed), example, setup.tx, setup.init_from)
         self.state = sharding.put_replicated(state, self.mesh)
@@ -218,6 +217,8 @@ class _Trainer:
         self.loop["train_time_s"] += window_s
         means = {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         means["train/images_per_sec"] = len(fetched) * self.config.data.batch_size / max(window_s, 1e-9)
+        # The share of the loop's time spent getting batches (read, preprocess, transfer): near 1, input-bound.
+        means["train/data_wait_fraction"] = min(1.0, self.train_iter.reset_wait() / max(window_s, 1e-9))
         means["lr"] = float(self.setup.lr_schedule(last - 1)) * optim.plateau_scale(self.state.opt_state)
         if self.writer:
             self.writer.write(last, means)
@@ -280,7 +281,7 @@ class _Trainer:
         )
         window_t = time.time()
         while step < total and not loop["stopped_early"]:
-            self.state, metrics = self.train_step(self.state, sharding.put_batch(next(self.train_iter), self.mesh))
+            self.state, metrics = self.train_step(self.state, next(self.train_iter))
             step += 1
             self._pending.append((step, metrics))
             self._bar.update(1)
