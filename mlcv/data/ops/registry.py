@@ -82,8 +82,8 @@ def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         name = node.func.id
         try:
-            args = [_literal(a) for a in node.args]
-            kwargs = {k.arg: _literal(k.value) for k in node.keywords}
+            args = [literal(a) for a in node.args]
+            kwargs = {k.arg: literal(k.value) for k in node.keywords}
         except ValueError:
             raise ValueError(
                 f"arguments of preprocessing op {piece!r} must be literals or arithmetic on them"
@@ -111,13 +111,13 @@ _ARITHMETIC = {
 }
 
 
-def _literal(node: ast.AST) -> Any:
+def literal(node: ast.AST) -> Any:
     """A Python literal, allowing arithmetic such as ``1/255`` or ``-0.5``."""
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
-        return _ARITHMETIC[type(node.op)](_literal(node.left), _literal(node.right))
+        return _ARITHMETIC[type(node.op)](literal(node.left), literal(node.right))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal(node.operand)
+        value = literal(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, (ast.Tuple, ast.List)):
-        return tuple(_literal(e) for e in node.elts)
+        return tuple(literal(e) for e in node.elts)
     return ast.literal_eval(node)
