@@ -22,8 +22,6 @@ naming it: it stays on the per-record path.
 
 from __future__ import annotations
 
-import ast
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,24 +29,20 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mlcv.data import ops as ops_lib
-from mlcv.data.ops import geometric, photometric
-
-# The per-record parser's literal grammar (tuples, ``1/255``), so a string means the same on both paths.
-from mlcv.data.ops.registry import literal
+from mlcv.data.ops import photometric, registry
 
 Batch = dict[str, Any]
 BatchOp = Callable[[Batch, Sequence[np.random.Generator]], Batch]
 
-# name -> (the per-record factory whose signature and defaults the batch op takes, the batch factory, the keys
-# the batch op moves).
-_BATCH_OPS: dict[str, tuple[Callable[..., ops_lib.Op], Callable[..., BatchOp], tuple[str, ...]]] = {}
+# name -> (the batch factory, taking the per-record op's arguments by name; the keys the batch op moves).
+_BATCH_OPS: dict[str, tuple[Callable[..., BatchOp], tuple[str, ...]]] = {}
 
 
 def _batched(
-    name: str, per_record: Callable[..., ops_lib.Op], handles: tuple[str, ...] = ("image",)
+    name: str, handles: tuple[str, ...] = ("image",)
 ) -> Callable[[Callable[..., BatchOp]], Callable[..., BatchOp]]:
     def wrap(factory: Callable[..., BatchOp]) -> Callable[..., BatchOp]:
-        _BATCH_OPS[name] = (per_record, factory, handles)
+        _BATCH_OPS[name] = (factory, handles)
         return factory
 
     return wrap
@@ -124,27 +118,15 @@ class RecordGenerators:
 
 
 def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> BatchOp:
-    # The per-record parser first, so an unknown op or a bad argument fails with the same message on both paths.
-    ops_lib.parse(piece, defaults)
-    node = ast.parse(piece, mode="eval").body
-    if isinstance(node, ast.Name):
-        name, args, kwargs = node.id, [], {}
-    else:
-        name = node.func.id
-        args = [literal(a) for a in node.args]
-        kwargs = {k.arg: literal(k.value) for k in node.keywords}
+    # The per-record parser's reading (errors, the dataset's defaults, then the per-record op's own, such as
+    # flip_lr's p): a string means the same on both paths, and each default is written once.
+    name, bound = registry.parse_call(piece, defaults)
     if name not in _BATCH_OPS:
         raise ValueError(
             f"preprocessing op {name!r} has no batch version; batch-level ops: {', '.join(names())} "
             "(apply the others per record)"
         )
-    per_record, factory, handles = _BATCH_OPS[name]
-    # Bound to the per-record factory's signature with its defaults applied, so that a default (flip_lr's p,
-    # cutout's p) is written once, where the per-record op declares it.
-    given = inspect.signature(per_record).bind_partial(*args, **kwargs).arguments
-    kwargs = {**{k: v for k, v in defaults.get(name, {}).items() if k not in given}, **kwargs}
-    bound = inspect.signature(per_record).bind(*args, **kwargs)
-    bound.apply_defaults()
+    factory, handles = _BATCH_OPS[name]
     return _guarded(name, handles, factory(**bound.arguments))
 
 
@@ -212,13 +194,13 @@ def _flip(axis: int, p: float) -> BatchOp:
     return op
 
 
-@_batched("flip_lr", geometric.flip_lr)
+@_batched("flip_lr")
 def flip_lr(p: float) -> BatchOp:
     """``flip_lr(p)`` over a batch: one ``rng.random()`` per record, as the per-record op."""
     return _flip(2, p)
 
 
-@_batched("flip_ud", geometric.flip_ud)
+@_batched("flip_ud")
 def flip_ud(p: float) -> BatchOp:
     """``flip_ud(p)`` over a batch: one ``rng.random()`` per record, as the per-record op."""
     return _flip(1, p)
@@ -241,7 +223,7 @@ def _windows(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, h: int, w: int) ->
     return _from_pixels(view[np.arange(len(img)), ys, xs], img)
 
 
-@_batched("random_crop", geometric.random_crop)
+@_batched("random_crop")
 def random_crop(size: int | tuple[int, int], pad: int, seg_fill: float) -> BatchOp:
     """``random_crop(size, pad)`` over a batch: per record ``y``, then ``x``, each one ``rng.integers``.
 
@@ -267,7 +249,7 @@ def random_crop(size: int | tuple[int, int], pad: int, seg_fill: float) -> Batch
     return op
 
 
-@_batched("center_crop", geometric.center_crop)
+@_batched("center_crop")
 def center_crop(size: int | tuple[int, int]) -> BatchOp:
     """``center_crop(size)`` over a batch: one slice; draws nothing."""
     h, w = _hw(size)
@@ -283,7 +265,7 @@ def center_crop(size: int | tuple[int, int]) -> BatchOp:
     return op
 
 
-@_batched("cutout", photometric.cutout)
+@_batched("cutout")
 def cutout(size: int, p: float, fill: float) -> BatchOp:
     """``cutout(size, p, fill)`` over a batch: per record ``rng.random()``, then, if it cuts, the centre's row and
     column, each one ``rng.integers``."""
@@ -325,7 +307,7 @@ def _map_views(batch: Batch, fn: Callable[[np.ndarray], np.ndarray]) -> Batch:
     return {**batch, **{key: fn(np.asarray(batch[key])) for key in photometric.VIEWS if key in batch}}
 
 
-@_batched("normalize", photometric.normalize, handles=photometric.VIEWS)
+@_batched("normalize", handles=photometric.VIEWS)
 def normalize(mean: float | tuple[float, ...], std: float | tuple[float, ...]) -> BatchOp:
     """``normalize(mean, std)`` over a batch: ``(image - mean) / std`` in float32, as the per-record op computes it
     (the subtraction, then a multiplication by ``1 / std`` in float32), for every view."""
@@ -350,7 +332,7 @@ def normalize(mean: float | tuple[float, ...], std: float | tuple[float, ...]) -
     return lambda batch, rngs: _map_views(batch, fn)
 
 
-@_batched("scale", photometric.scale, handles=photometric.VIEWS)
+@_batched("scale", handles=photometric.VIEWS)
 def scale(factor: float) -> BatchOp:
     """``scale(factor)`` over a batch: the image times ``factor`` in float32, for every view."""
 

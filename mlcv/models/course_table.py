@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Sequence
 
-from mlcv.models.layer_table import Row
+from mlcv.models.layer_table import Row, dims
 
 MIB = 2**20
 
@@ -45,10 +45,6 @@ class CourseRow:
     param_mib: float
 
 
-def _dims(v: tuple[int, ...] | None) -> str:
-    return "" if not v else str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
-
-
 def course_rows(rows: Sequence[Row], *, optimizer_copies: int) -> list[CourseRow]:
     """The course's columns of ``rows`` (traced with the minibatch as their ``batch_size``).
 
@@ -56,9 +52,9 @@ def course_rows(rows: Sequence[Row], *, optimizer_copies: int) -> list[CourseRow
     """
     out = []
     for r in rows:
-        kernel, stride, padding = _dims(r.kernel), _dims(r.stride), r.pads
+        kernel, stride, padding = dims(r.kernel), dims(r.stride), r.pads
         if r.type.startswith("Global") and len(r.in_shape) == 3:  # a global pool is a pool as large as its input
-            kernel, stride, padding = _dims(r.in_shape[:2]), "1", "0"
+            kernel, stride, padding = dims(r.in_shape[:2]), "1", "0"
         mult_adds = r.flops // 2 + r.bias_adds
         grads = 1 if r.type == "Input" else 2
         out.append(
@@ -105,8 +101,8 @@ def format_course_table(
     lines.append("| " + " | ".join([*cells, f"{t.activation_mib:,.2f}", f"{t.param_mib:,.2f}"]) + " |")
     weights_only = sum(r.flops for r in rows) // 2
     state = optimizer_copies - 2
-    copies = "weights and gradient" if not state else f"weights, gradient and {state} optimizer-state copies"
-    copies = copies.replace("1 optimizer-state copies", "1 optimizer-state copy")
+    copies = f"weights, gradient and {state} optimizer-state cop{'y' if state == 1 else 'ies'}" if state else ""
+    copies = copies or "weights and gradient"
     lines += [
         "",
         f"Total: {t.params:,} parameters ({t.params / 1e3:,.2f} K); {t.mult_adds / 1e9:.3f} G multiply-adds an image "

@@ -362,7 +362,8 @@ def _si(x: float, unit: str = "") -> str:
     return f"{x:g} {unit}".rstrip()
 
 
-def _dims(v: tuple[int, ...] | None) -> str:
+def dims(v: tuple[int, ...] | None) -> str:
+    """A kernel, stride or shape as printed: ``3`` for (3, 3), ``3x5`` for (3, 5), empty for none."""
     return "" if not v else str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
 
 
@@ -371,8 +372,8 @@ def format_table(rows: Sequence[Row], totals: Totals) -> str:
     head = ["layer", "type", "output", "kernel", "stride", "pad", "dil", "groups", "RF", "params", "FLOPs", "act. mem"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        geom = [_dims(r.kernel), _dims(r.stride), r.padding, _dims(r.dilation), str(r.groups or "")]
-        cells = [r.name, r.type, "x".join(map(str, r.out_shape)), *geom, _dims(r.receptive_field)]
+        geom = [dims(r.kernel), dims(r.stride), r.padding, dims(r.dilation), str(r.groups or "")]
+        cells = [r.name, r.type, "x".join(map(str, r.out_shape)), *geom, dims(r.receptive_field)]
         cells += [f"{r.params:,}" if r.params else "", _si(r.flops, "FLOPs") if r.flops else ""]
         lines.append("| " + " | ".join([*cells, _si(r.activation_bytes, "B")]) + " |")
     t = totals

@@ -30,8 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlcv.config import ConfigError
-from mlcv.report import learning_curves as plots
-from mlcv.report import tables
+from mlcv.report import plots, tables
 
 UNDER_MIN = 1.0  # points of training error below which nothing is called under-fitting
 # Points of gap above the reference before over-fitting: above the seed-to-seed spread of a validation error on

@@ -72,7 +72,14 @@ def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> Op:
     return composed
 
 
-def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
+def parse_call(piece: str, defaults: dict[str, dict[str, Any]]) -> tuple[str, inspect.BoundArguments]:
+    """One op of a string: its name and its factory's arguments, the dataset's ``defaults`` and then the
+    factory's own filling what the string leaves out. The batch ops (:mod:`mlcv.data.batch_ops`) read a string
+    through this too, so it means the same on both paths.
+
+    Raises:
+      ValueError: a string that does not parse, an unknown op or bad arguments, named.
+    """
     try:
         node = ast.parse(piece, mode="eval").body
     except SyntaxError as e:
@@ -82,8 +89,8 @@ def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         name = node.func.id
         try:
-            args = [literal(a) for a in node.args]
-            kwargs = {k.arg: literal(k.value) for k in node.keywords}
+            args = [_literal(a) for a in node.args]
+            kwargs = {k.arg: _literal(k.value) for k in node.keywords}
         except ValueError:
             raise ValueError(
                 f"arguments of preprocessing op {piece!r} must be literals or arithmetic on them"
@@ -92,13 +99,23 @@ def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
         raise ValueError(f"cannot parse preprocessing op {piece!r}")
     if name not in _OPS:
         raise ValueError(f"unknown preprocessing op {name!r}; valid ops: {', '.join(names())}")
-    factory = _OPS[name]
+    signature = inspect.signature(_OPS[name])
     try:
-        given = inspect.signature(factory).bind_partial(*args, **kwargs).arguments
+        given = signature.bind_partial(*args, **kwargs).arguments
         # Defaults fill only the parameters the string leaves out, whether it
         # gives the others by position or by name.
         kwargs = {**{k: v for k, v in defaults.get(name, {}).items() if k not in given}, **kwargs}
-        return factory(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for preprocessing op {piece!r}: {e}") from None
+    bound.apply_defaults()
+    return name, bound
+
+
+def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> Op:
+    name, bound = parse_call(piece, defaults)
+    try:
+        return _OPS[name](*bound.args, **bound.kwargs)
     except TypeError as e:
         raise ValueError(f"bad arguments for preprocessing op {piece!r}: {e}") from None
 
@@ -111,13 +128,13 @@ _ARITHMETIC = {
 }
 
 
-def literal(node: ast.AST) -> Any:
+def _literal(node: ast.AST) -> Any:
     """A Python literal, allowing arithmetic such as ``1/255`` or ``-0.5``."""
     if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
-        return _ARITHMETIC[type(node.op)](literal(node.left), literal(node.right))
+        return _ARITHMETIC[type(node.op)](_literal(node.left), _literal(node.right))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = literal(node.operand)
+        value = _literal(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, (ast.Tuple, ast.List)):
-        return tuple(literal(e) for e in node.elts)
+        return tuple(_literal(e) for e in node.elts)
     return ast.literal_eval(node)
