@@ -60,7 +60,10 @@ def data(
     """A trained model's data block: :func:`dataset` + download, splits, batch sizes, preprocessing.
 
     Splits "" keep the dataset's own train / validation / test split; ``pp_*`` are mlcv.data.ops
-    pipelines (``"flip_lr|random_crop(32, pad=4)|normalize"``); ``worker_count`` 0 reads in-process.
+    pipelines (``"flip_lr|random_crop(32, pad=4)|normalize"``); ``worker_count`` 0 reads in-process. ``pipeline`` is
+    how training batches are made (:mod:`mlcv.training.inputs`): "record" (grain, op by op, record by record),
+    "batch" (the split in host memory, batch ops; the same batches bit for bit), "device" (the split and the
+    augmentation on the devices) or "auto" ("batch" where it can run, else "record").
     """
     config = dataset(name)
     config.download = True
@@ -72,6 +75,7 @@ def data(
     config.pp_train = pp_train
     config.pp_eval = pp_eval
     config.worker_count = worker_count
+    config.pipeline = "auto"
     return config
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mlcv import config as config_lib
 from mlcv import optim, report, workdirs
 from mlcv.data import pipeline
-from mlcv.training import checkpoint, interrupts, prefetch, runs, sanity, selection, sharding, steps
+from mlcv.training import checkpoint, inputs, interrupts, runs, sanity, selection, sharding, steps
 from mlcv.training.setup import RunSetup
 
 
@@ -85,18 +85,8 @@ class _Trainer:
         self.mesh = sharding.data_mesh()
         dc = config.data
         checks = (dc.name, setup.task.range_checks())
-        pk = (dc.get("identities_per_batch") or 0, dc.get("images_per_identity") or 0)  # P x K identity batches
         self._pp = {"op_defaults": setup.spec.op_defaults, "keys": setup.task.batch_keys, "checks": checks}
-        loader = pipeline.train_loader(
-            setup.sources["train"],
-            batch_size=dc.batch_size,
-            pp=dc.pp_train,
-            seed=config.seed,
-            worker_count=dc.worker_count,
-            identities=pk if pk[0] else None,
-            **{**self._pp, "checks": (dc.name, setup.task.train_range_checks())},
-        )
-        self.train_iter = prefetch.DevicePrefetch(iter(loader), lambda batch: sharding.put_batch(batch, self.mesh))
+        self.train_iter = inputs.train_stream(config, setup, self.mesh)  # config.data.pipeline's batches, ahead
         example = self._example("train", dc.batch_size, dc.pp_train)
         state = setup.builder.init(jax.random.PRNGKey(config.seed), example, setup.tx, setup.init_from)
         self.state = sharding.put_replicated(state, self.mesh)

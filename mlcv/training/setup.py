@@ -19,8 +19,8 @@ import ml_collections
 from mlcv import config as config_lib
 from mlcv import data, optim
 from mlcv.config import ConfigError, Range
+from mlcv.data import in_memory, pipeline
 from mlcv.data import ops as ops_lib
-from mlcv.data import pipeline
 from mlcv.training import runs, steps, transfer
 
 #: The accepted range of each numeric key the loop reads (durations are checked by config.steps).
@@ -149,6 +149,8 @@ class RunSetup:
         if dc.get("identities_per_batch"):  # P x K batches: a class with fewer than K images fails here, not mid-run
             pk = (dc.identities_per_batch, dc.images_per_identity)
             pipeline.identity_sampler(self.sources["train"], pk, dc.batch_size, config.seed)
+        # config.data.pipeline, "auto" resolved: "record", "batch" or "device" (mlcv.training.inputs).
+        self.pipeline = in_memory.choose(config, self.sources["train"], self.task.batch_keys, self.spec.op_defaults)
         self.steps_per_epoch = spe = n_train // dc.batch_size
         self.total_steps = config_lib.steps(config, "total", spe)
         if self.total_steps is None:

@@ -31,10 +31,11 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     sharding = batch_sharded(mesh)
     # 64-bit host arrays (TFDS integer features are int64) would be silently truncated by
     # JAX's default 32-bit mode; convert them explicitly.
-    return {k: jax.make_array_from_process_local_data(sharding, _to32(np.asarray(v))) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, to32(np.asarray(v))) for k, v in batch.items()}
 
 
-def _to32(a: np.ndarray) -> np.ndarray:
+def to32(a: np.ndarray) -> np.ndarray:
+    """``a`` with int64 as int32 and float64 as float32, the dtypes JAX holds by default; others as they are."""
     if a.dtype == np.int64:
         return a.astype(np.int32)
     if a.dtype == np.float64:
