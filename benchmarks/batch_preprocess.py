@@ -9,6 +9,9 @@ on the digits train split (1,257 records of 8x8x1, read once into memory), in ba
 endless stream. Rows:
 
 - mlcv per-record ops in a Python loop, and through grain's DataLoader as ``pipeline.train_loader`` builds it;
+- mlcv's in-memory training loader (``config.data.pipeline="batch"``: grain's order, one gather, the batch ops) and
+  its on-device augmentation (``"device"``: :mod:`mlcv.data.device_ops` in one jitted call, on the CPU here,
+  each batch waited for);
 - mlcv batch ops (:mod:`mlcv.data.batch_ops`), each record drawing from the Philox generator grain's sampler
   gives it (``key=seed + index``): reset in place by ``batch_ops.RecordGenerators``, and built anew for every
   record as grain builds them (``Generator(Philox(key=...))``, about 9 us each). The per-record loop uses
@@ -40,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlcv import data  # noqa: E402
-from mlcv.data import batch_ops, pipeline  # noqa: E402
+from mlcv.data import batch_ops, in_memory, pipeline  # noqa: E402
 from mlcv.data import ops as ops_lib  # noqa: E402
 
 BATCH = 128
@@ -134,6 +137,27 @@ def mlcv_batch(task: Task, fresh_generators: bool = False) -> Iterator[dict[str,
         else:
             rngs = generators(range(SEED + start, SEED + start + BATCH))
         yield op(batch, rngs)
+
+
+def mlcv_in_memory(task: Task) -> Iterator[dict[str, np.ndarray]]:
+    """The training loader of ``config.data.pipeline="batch"``: grain's order, a gather, the batch ops."""
+    arrays = {"image": task.images, "label": task.labels}
+    return in_memory.BatchStream(arrays, batch_size=BATCH, seed=SEED, op=batch_ops.parse(task.pp, task.defaults))
+
+
+def mlcv_device(task: Task) -> Iterator[Any]:
+    """``config.data.pipeline="device"``: the split on the device, each batch gathered and augmented by one jitted
+    call (here on the CPU, so it shares the two cores with nothing but itself); each batch waited for."""
+    import jax
+
+    from mlcv.data import device_ops
+
+    split = jax.device_put({"image": task.images, "label": task.labels.astype(np.int32)})
+    op = device_ops.parse(task.pp, task.defaults)
+    make = jax.jit(lambda split, idx, key: op({k: v[idx] for k, v in split.items()}, key))
+    key = jax.random.key(SEED)
+    for step, (_start, idx) in enumerate(_index_batches(len(task.images))):
+        yield jax.block_until_ready(make(split, idx.astype(np.int32), jax.random.fold_in(key, step)))
 
 
 def tf_pipeline(task: Task, vectorised: bool) -> Iterator[Any]:
@@ -290,6 +314,8 @@ ROWS: list[tuple[str, Callable[[Task], Iterator[Any]]]] = [
     ("mlcv per-record ops, grain DataLoader (`pipeline.train_loader`)", mlcv_grain),
     ("**mlcv batch ops** (`batch_ops`)", mlcv_batch),
     ("mlcv batch ops, each generator built anew as grain builds it", lambda t: mlcv_batch(t, fresh_generators=True)),
+    ('mlcv in-memory loader (`pipeline="batch"`: grain\'s order, gather, batch ops)', mlcv_in_memory),
+    ('mlcv on-device augmentation (`pipeline="device"`, jitted; the CPU here)', mlcv_device),
     ("tf.data, `tf.image` ops mapped per record", lambda t: tf_pipeline(t, vectorised=False)),
     ("tf.data, batch-vectorised map", lambda t: tf_pipeline(t, vectorised=True)),
     ("PyTorch DataLoader, tensor-op collate, 0 workers", lambda t: torch_pipeline(t, 0)),

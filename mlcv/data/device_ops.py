@@ -3,7 +3,7 @@
 ``parse("flip_lr|random_crop(32, pad=4)|cutout(8)|normalize", defaults)`` returns a pure, jittable function
 ``(batch, key) -> batch`` over a dict of stacked arrays (``image`` ``[B, H, W, C]`` of any dtype, ``label`` ``[B]``,
 ...) and one JAX PRNG key. The batch can then cross to the device as the loader stored it (uint8: a quarter of the
-bytes of float32) and its augmentation fuses into the training step, as the fastest CIFAR-10 codebases do, leaving
+bytes of float32) and be augmented there, as the fastest CIFAR-10 codebases do, leaving
 the host only decoding and batching. It is the device twin of :mod:`mlcv.data.batch_ops`: the same ops, read through
 the per-record parser (``registry.parse_call``), so a string means the same on every path, arguments and dataset
 defaults included.

@@ -80,7 +80,24 @@ def read_split(source: Any, keys: Sequence[str], name: str, checks: pipeline.Lab
     return pipeline.check_labels(arrays, checks)
 
 
-class BatchStream:
+class StreamPosition:
+    """The checkpointable position of an endless stream of batches: the global batch it makes next."""
+
+    step = 0
+
+    def get_state(self) -> bytes:
+        """The position: the global batch made next."""
+        return json.dumps({"next_batch": self.step}).encode()
+
+    def set_state(self, state: bytes) -> None:
+        """Moves to a position from :meth:`get_state`; ValueError names a state of another loader."""
+        try:
+            self.step = int(json.loads(state)["next_batch"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"not a position of mlcv's in-memory loaders: {state[:80]!r}") from e
+
+
+class BatchStream(StreamPosition):
     """The endless training batches of a split held in memory; checkpointable like grain's iterator.
 
     Args:
@@ -105,17 +122,6 @@ class BatchStream:
         batch = {k: v[records] for k, v in self._arrays.items()}
         self.step += 1
         return self._op(batch, self._generators(self._seed + positions))
-
-    def get_state(self) -> bytes:
-        """The position: the global batch read next."""
-        return json.dumps({"next_batch": self.step}).encode()
-
-    def set_state(self, state: bytes) -> None:
-        """Moves to a position from :meth:`get_state`; ValueError names a state of another loader."""
-        try:
-            self.step = int(json.loads(state)["next_batch"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"not a position of the in-memory batch loader: {state[:80]!r}") from e
 
 
 def choose(config: Any, source: Any, keys: Sequence[str], op_defaults: dict[str, dict[str, Any]]) -> str:

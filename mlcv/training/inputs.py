@@ -17,7 +17,6 @@ step and the checkpoint keeps the position after the last batch the loop took.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jax
@@ -30,7 +29,7 @@ from mlcv.data import batch_ops, in_memory, pipeline
 from mlcv.training import prefetch, sharding
 
 
-class DeviceStream:
+class DeviceStream(in_memory.StreamPosition):
     """The endless training batches of a split held on the devices, augmented there; checkpointable.
 
     Args:
@@ -75,17 +74,6 @@ class DeviceStream:
         self.step += 1
         # Every process computes the whole global batch's records: they are a few hundred bytes.
         return self._make(self._split, jax.device_put(records, self._repl), jax.device_put(step, self._repl))
-
-    def get_state(self) -> bytes:
-        """The position: the global batch made next."""
-        return json.dumps({"next_batch": self.step}).encode()
-
-    def set_state(self, state: bytes) -> None:
-        """Moves to a position from :meth:`get_state`; ValueError names a state of another loader."""
-        try:
-            self.step = int(json.loads(state)["next_batch"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"not a position of the on-device loader: {state[:80]!r}") from e
 
 
 def train_stream(config: ml_collections.ConfigDict, setup: Any, mesh: Mesh) -> prefetch.DevicePrefetch:

@@ -361,6 +361,7 @@ class _Trainer:
             "compile_time_s": self.compile_s,
             "train_time_s": loop["train_time_s"],
             "train_images_per_sec": step * self.config.data.batch_size / max(loop["train_time_s"], 1e-9),
+            "input_pipeline": setup.pipeline,  # config.data.pipeline with "auto" resolved
             "wall_time_s": time.time() - t_start,
             "devices": jax.device_count(),
             "replicas_identical": replicas_identical,

@@ -78,7 +78,7 @@ def test_state_resumes_at_the_next_batch(src, spec):
     resumed.set_state(state)
     for a, b in zip(after, [next(resumed) for _ in range(3)], strict=True):
         np.testing.assert_array_equal(a["image"], b["image"])
-    with pytest.raises(ValueError, match="in-memory batch loader"):
+    with pytest.raises(ValueError, match="in-memory loaders"):
         resumed.set_state(b'{"some": "other loader"}')
 
 
