@@ -261,7 +261,8 @@ def training(
     config.seed = seed
     # bfloat16 computes the forward and backward passes in bf16; parameters and optimizer state stay float32.
     config.dtype = "float32"
-    # "auto" runs the train step as two executables (forward, backward) on CPU, where XLA gains from it.
+    # "auto" runs the train step as two executables (forward, backward) on CPU, where XLA gains from it, for
+    # steps of 5 GFLOP or more (mlcv.training.steps.SPLIT_MIN_FLOPS).
     config.split_train_step = "auto"
 
     # Parameter averaging evaluated beside the raw parameters (mlcv.averaging).

@@ -29,8 +29,16 @@ from mlcv.training.state import TrainState
 _NEWTON_MAX_PARAMS = 10_000
 
 
-def split_step(config: ml_collections.ConfigDict, builder: StepBuilder) -> bool:
-    """Whether the train step runs as two executables, forward then backward (``config.split_train_step``)."""
+#: "auto" splits a CPU train step of at least this many FLOPs (XLA's count). Below it the split's fixed cost
+#: (a second dispatch, the saved activations materialised) outweighs its gain: the digits CNN's 0.45 and 1.8
+#: GFLOP steps ran 1.26x and 1.15x slower split; ResNet-18's 372 GFLOP one 1.24x faster (benchmarks/README.md).
+SPLIT_MIN_FLOPS = 5e9
+
+
+def split_step(config: ml_collections.ConfigDict, builder: StepBuilder) -> str:
+    """How the train step compiles (``config.split_train_step``): "never" (one executable), "always" (two:
+    forward then backward) or "auto" (two on XLA's CPU backend for steps of :data:`SPLIT_MIN_FLOPS` or more;
+    :func:`compile_train_step` counts them). A step that cannot be split (Newton's method) is "never"."""
     choice = config.get("split_train_step", "auto")
     if choice not in ("auto", "always", "never"):
         raise ConfigError(f"config.split_train_step must be 'auto', 'always' or 'never', not {choice!r}")
@@ -38,7 +46,9 @@ def split_step(config: ml_collections.ConfigDict, builder: StepBuilder) -> bool:
     if choice == "always" and not can:
         raise ConfigError("config.split_train_step='always': this task's step cannot be split (Newton's method)")
     # Only XLA's CPU backend is known to gain; elsewhere one executable keeps every fusion.
-    return can and (choice == "always" or (choice == "auto" and jax.default_backend() == "cpu"))
+    if not can or (choice == "auto" and jax.default_backend() != "cpu"):
+        return "never"
+    return choice
 
 
 class StepBuilder:
@@ -194,20 +204,21 @@ class StepBuilder:
         return step
 
 
-def compile_train_step(builder: StepBuilder, state: TrainState, batch: dict[str, jax.Array], mesh: Any, *, split: bool):
+def compile_train_step(
+    builder: StepBuilder, state: TrainState, batch: dict[str, jax.Array], mesh: Any, *, split: str | bool
+) -> Any:
     """The train step compiled ahead of time for ``state`` and ``batch``: ``step(state, batch)``.
 
-    The state is donated. With ``split`` it runs as two executables, the builder's ``forward`` then its
-    ``backward`` (see :meth:`StepBuilder.forward` for why XLA's CPU backend gains from that); the
-    numbers are the same either way.
+    The state is donated. Split (``split`` "always" or True, or "auto" for a step of :data:`SPLIT_MIN_FLOPS` or
+    more), it runs as two executables, the builder's ``forward`` then its ``backward`` (see
+    :meth:`StepBuilder.forward` for why XLA's CPU backend gains from that); the numbers are the same either way.
     """
     repl, data_sh = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    if not split:
-        return (
-            jax.jit(builder.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
-            .lower(state, batch)
-            .compile()
-        )
+    if split in ("auto", "never", False):
+        one = jax.jit(builder.train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
+        lowered = one.lower(state, batch)
+        if split != "auto" or _flops(lowered) < SPLIT_MIN_FLOPS:
+            return lowered.compile()
     fwd = jax.jit(builder.forward, in_shardings=(repl, data_sh)).lower(state, batch).compile()
     # out_info: the forward's outputs (the VJP and its saved activations) with the shardings it gives them.
     bwd = (
@@ -216,3 +227,10 @@ def compile_train_step(builder: StepBuilder, state: TrainState, batch: dict[str,
         .compile()
     )
     return lambda state, batch: bwd(state, batch, *fwd(state, batch))
+
+
+def _flops(lowered: Any) -> float:
+    """XLA's FLOP count of a lowered computation; infinity where it gives none (a step then stays split)."""
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+    return float((cost or {}).get("flops", float("inf")))
