@@ -8,31 +8,36 @@ applied record by record with the same generators, bit for bit, and leaves each 
 grain's per-record generators therefore keep a run reproducible and resumable whichever path it takes.
 
 Only the draws run per record (0.3 to 1 us each: NumPy's scalar calls); the pixel work is vectorised over the
-batch: one padded copy and one gather through a sliding-window view for all crops, one boolean-indexed copy for
-all flips, one boolean mask for all cutout squares, one pass for ``normalize``. Flips and cutout move whole
-pixels (``_pixels``), not values, which is most of their speed on RGB. ``RecordGenerators`` gives the generators
-grain's sampler would give each record at a fifth of the cost of building them.
+batch: one padded copy and one gather through a sliding-window view per key for all crops, one boolean-indexed copy
+per key for all flips, one boolean mask for all cutout squares, one pass for ``normalize``, and for ``color_jitter``
+one record's passes once per group of records that share an order of adjustments. Flips, crops and cutout move
+whole pixels (``batch_dense.pixels``; ``masks`` values), not values, which is most of their speed on RGB.
+``RecordGenerators`` gives the generators grain's sampler would give each record at a fifth of the cost of building
+them.
 
-The batch versions cover the ops of image-classification strings: ``flip_lr``, ``flip_ud``, ``random_crop``,
-``center_crop``, ``cutout``, ``normalize`` and ``scale``. They move ``image`` alone (``normalize`` and ``scale``
-every view, as their per-record ops do) and pass other keys through; a batch holding a key that the per-record op
-would also move (boxes, masks, a stereo view) is refused rather than left behind. Any other op raises ValueError
-naming it: it stays on the per-record path.
+The batch versions: ``flip_lr``, ``flip_ud``, ``random_crop`` and ``center_crop`` (:mod:`mlcv.data.batch_dense`)
+move every dense key of ``spatial.DENSE_KEYS`` (views, ``masks`` ``[B, N, H, W]``, ``segmentation``, depth,
+disparities, occlusions, ``flow``, their masks) as their per-record ops do, a stereo ``flip_lr`` swapping the views;
+``cutout`` moves ``image``; ``normalize``, ``scale`` and ``color_jitter`` every view. Other keys pass through; a
+batch holding a key that the per-record op would also move and the batch op cannot (boxes and their rows,
+proposals: their counts differ from record to record) is refused rather than left behind. Any other op raises
+ValueError naming it: it stays on the per-record path.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from mlcv.data import batch_dense
 from mlcv.data import ops as ops_lib
-from mlcv.data.ops import photometric, registry
+from mlcv.data.ops import image_fns, photometric, registry
 
-Batch = dict[str, Any]
-BatchOp = Callable[[Batch, Sequence[np.random.Generator]], Batch]
+Batch = batch_dense.Batch
+BatchOp = batch_dense.BatchOp
 
 # name -> (the batch factory, taking the per-record op's arguments by name; the keys the batch op moves).
 _BATCH_OPS: dict[str, tuple[Callable[..., BatchOp], tuple[str, ...]]] = {}
@@ -138,8 +143,9 @@ def _guarded(name: str, handles: tuple[str, ...], op: BatchOp) -> BatchOp:
         unmoved = [k for k in moved if k in batch]
         if unmoved:
             raise ValueError(
-                f"{name}: the batch version moves only {list(handles)}, but the batch has {unmoved}, which the "
-                "per-record op would move too; preprocess such examples per record"
+                f"{name}: the batch has {unmoved}, which the per-record op would move and the batch version does "
+                "not (box rows and proposals differ in count from record to record); preprocess such examples per "
+                "record"
             )
         return op(batch, rngs)
 
@@ -156,113 +162,14 @@ def _check_batch(batch: Batch, rngs: Sequence[np.random.Generator]) -> None:
         raise ValueError(f"{len(rngs)} generators for a batch of {shape[0]} records; need one per record")
 
 
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _pixels(img: np.ndarray) -> np.ndarray:
-    """A ``[B, H, W]`` view of a C-contiguous ``img`` ``[B, H, W, ...]`` whose items are whole pixels (opaque bytes).
-
-    Moving pixels rather than values is what makes the flips and cutout fast: NumPy copies a 3-byte RGB pixel as
-    one item instead of three strided ones, and a 1-channel image loses nothing.
-    """
-    b, h, w = img.shape[:3]
-    nbytes = img.itemsize * int(np.prod(img.shape[3:], dtype=np.int64))
-    return img.reshape(b, h, w, -1).view(np.dtype((np.void, nbytes)))[..., 0]
-
-
-def _from_pixels(pixels: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """The values of a ``[B, h, w]`` pixel array as an array of ``like``'s dtype and pixel shape."""
-    return np.ascontiguousarray(pixels)[..., None].view(like.dtype).reshape(*pixels.shape, *like.shape[3:])
-
-
-def _flip(axis: int, p: float) -> BatchOp:
-    """Mirrors record ``i`` along ``axis`` (1: rows, 2: columns of the batch) where ``rngs[i].random() < p``."""
-
-    def op(batch: Batch, rngs: Sequence[np.random.Generator]) -> Batch:
-        flips = np.fromiter((rng.random() < p for rng in rngs), bool, count=len(rngs))
-        if not flips.any():
-            return batch
-        img = np.ascontiguousarray(batch["image"])
-        out = img.copy()
-        # Only the flipped records are read reversed, as whole pixels: 2x faster than reversing a uint8 RGB batch
-        # value by value, and 7x faster than np.where over every record.
-        src, dst = _pixels(img), _pixels(out)
-        dst[flips] = np.flip(src[flips], axis=axis)
-        return {**batch, "image": out}
-
-    return op
-
-
-@_batched("flip_lr")
-def flip_lr(p: float) -> BatchOp:
-    """``flip_lr(p)`` over a batch: one ``rng.random()`` per record, as the per-record op."""
-    return _flip(2, p)
-
-
-@_batched("flip_ud")
-def flip_ud(p: float) -> BatchOp:
-    """``flip_ud(p)`` over a batch: one ``rng.random()`` per record, as the per-record op."""
-    return _flip(1, p)
-
-
-def _padded(img: np.ndarray, pad: int) -> np.ndarray:
-    """``img`` ``[B, H, W, ...]`` with ``pad`` zero rows and columns on each side (a negative ``pad`` trims)."""
-    if pad <= 0:
-        return img[:, -pad : img.shape[1] + pad, -pad : img.shape[2] + pad]
-    out = np.zeros((img.shape[0], img.shape[1] + 2 * pad, img.shape[2] + 2 * pad, *img.shape[3:]), img.dtype)
-    out[:, pad:-pad, pad:-pad] = img
-    return out
-
-
-def _windows(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The ``h x w`` window at ``(ys[i], xs[i])`` of each record ``i`` of ``img``, gathered in one indexing."""
-    # A sliding-window view costs nothing to build, and one fancy index of it copies every crop: 2x faster than a
-    # Python loop of slices at batch 128, 30x faster than fancy indices over (record, row, column).
-    view = sliding_window_view(_pixels(img), (h, w), axis=(1, 2))  # [B, H - h + 1, W - w + 1, h, w]
-    return _from_pixels(view[np.arange(len(img)), ys, xs], img)
-
-
-@_batched("random_crop")
-def random_crop(size: int | tuple[int, int], pad: int, seg_fill: float) -> BatchOp:
-    """``random_crop(size, pad)`` over a batch: per record ``y``, then ``x``, each one ``rng.integers``.
-
-    ``seg_fill`` comes with the per-record signature; it has nothing to fill, as a batch with ``segmentation`` is
-    refused.
-    """
-    h, w = _hw(size)
-
-    def op(batch: Batch, rngs: Sequence[np.random.Generator]) -> Batch:
-        img = np.asarray(batch["image"])
-        height, width = img.shape[1:3]
-        if height + 2 * pad < h or width + 2 * pad < w:
-            shape = (height + 2 * pad, width + 2 * pad, *img.shape[3:])
-            raise ValueError(f"random_crop({size}): image {shape} is smaller than the crop")
-        ys = np.empty(len(rngs), np.intp)
-        xs = np.empty(len(rngs), np.intp)
-        for i, rng in enumerate(rngs):
-            ys[i] = rng.integers(0, height + 2 * pad - h + 1)
-            xs[i] = rng.integers(0, width + 2 * pad - w + 1)
-        # The per-record window at (y - pad, x - pad) of the image is the window at (y, x) of the padded image.
-        return {**batch, "image": _windows(np.ascontiguousarray(_padded(img, pad)), ys, xs, h, w)}
-
-    return op
-
-
-@_batched("center_crop")
-def center_crop(size: int | tuple[int, int]) -> BatchOp:
-    """``center_crop(size)`` over a batch: one slice; draws nothing."""
-    h, w = _hw(size)
-
-    def op(batch: Batch, rngs: Sequence[np.random.Generator]) -> Batch:
-        img = np.asarray(batch["image"])
-        height, width = img.shape[1:3]
-        if height < h or width < w:
-            raise ValueError(f"center_crop({size}): image {img.shape[1:]} is smaller than the crop")
-        y, x = (height - h) // 2, (width - w) // 2
-        return {**batch, "image": np.ascontiguousarray(img[:, y : y + h, x : x + w])}
-
-    return op
+# The geometric batch ops live with the pixel work they share; registered here with the keys they move.
+for _name, _factory in (
+    ("flip_lr", batch_dense.flip_lr),
+    ("flip_ud", batch_dense.flip_ud),
+    ("random_crop", batch_dense.random_crop),
+    ("center_crop", batch_dense.center_crop),
+):
+    _batched(_name, batch_dense.HANDLES)(_factory)
 
 
 @_batched("cutout")
@@ -297,7 +204,7 @@ def cutout(size: int, p: float, fill: float) -> BatchOp:
         pixel = np.empty((1, 1, 1, *img.shape[3:]), img.dtype)
         pixel[...] = fill
         # Assigned as whole pixels: 7x faster than value by value on RGB.
-        _pixels(out)[mask] = _pixels(pixel)[0, 0, 0]
+        batch_dense.pixels(out)[mask] = batch_dense.pixels(pixel)[0, 0, 0]
         return {**batch, "image": out}
 
     return op
@@ -340,3 +247,129 @@ def scale(factor: float) -> BatchOp:
         return np.multiply(img, np.float32(factor), dtype=np.float32)
 
     return lambda batch, rngs: _map_views(batch, fn)
+
+
+# The adjustments of color_jitter by their index in its draws: brightness, contrast, saturation.
+_PERMUTATIONS = [tuple(int(j) for j in order) for order in itertools.permutations(range(3))]
+
+
+@_batched("color_jitter", handles=photometric.VIEWS)
+def color_jitter(
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    clip: tuple[float, float] | None,
+    same_for_views: bool,
+) -> BatchOp:
+    """``color_jitter(brightness, contrast, saturation, clip, same_for_views)`` over a batch, every view.
+
+    Per record the per-record op's draws in its order: ``rng.permutation(3)``, then one ``rng.uniform`` per
+    adjustment switched on, for ``image`` and then, unless ``same_for_views``, again for each other view. The
+    pixel work runs once per group of records that apply the adjustments in the same order (at most 6, and one
+    when a single adjustment is on), with each record's factors broadcast over its pixels: the per-record op's
+    float operations on each element, in its dtypes, so bit for bit its result.
+    """
+    strengths = (brightness, contrast, saturation)
+    if any(x < 0 for x in strengths):
+        raise ValueError(f"color_jitter strengths must be >= 0, got {list(strengths)}")
+    on = [x > 0 for x in strengths]
+    bounds = [(max(0.0, 1 - x), 1 + x) for x in strengths]
+    # A permutation's code (3 * first + second, which fixes the third) -> the order of the adjustments switched on:
+    # records whose permutations differ only in where the switched-off adjustments fall share a group.
+    orders = {3 * p[0] + p[1]: tuple(j for j in p if on[j]) for p in _PERMUTATIONS}
+
+    def op(batch: Batch, rngs: Sequence[np.random.Generator]) -> Batch:
+        views = [key for key in photometric.VIEWS if key in batch]
+        n_draws = 1 if same_for_views else len(views)
+        codes = np.empty((n_draws, len(rngs)), np.intp)
+        factors = np.ones((n_draws, len(rngs), 3))
+        for i, rng in enumerate(rngs):
+            for v in range(n_draws):
+                perm = rng.permutation(3)
+                codes[v, i] = 3 * perm[0] + perm[1]
+                for j in range(3):
+                    if on[j]:
+                        factors[v, i, j] = rng.uniform(*bounds[j])
+        out = dict(batch)
+        for v, key in enumerate(views):
+            d = 0 if same_for_views else v
+            out[key] = _jitter_view(np.asarray(batch[key]), codes[d], factors[d])
+        return out
+
+    def _jitter_view(img: np.ndarray, codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, code in enumerate(codes.tolist()):
+            groups.setdefault(orders[code], []).append(i)
+        if len(groups) == 1:
+            return _jitter(img, next(iter(groups)), factors, owned=False)
+        out = np.empty(img.shape, img.dtype)
+        for order, records in groups.items():
+            # A gathered group is a copy: the adjustments may write into it.
+            out[records] = _jitter(img[records], order, factors[records], owned=True)
+        return out
+
+    def _jitter(img: np.ndarray, order: tuple[int, ...], factors: np.ndarray, owned: bool) -> np.ndarray:
+        """The per-record ``jitter`` of each record of ``img``; writes into ``img`` if ``owned`` (a copy)."""
+        x = image_fns.as_float(img)
+        owned = owned or x is not img
+        for j in order:
+            x = _ADJUST[j](x, factors[:, j], x if owned else None)
+            owned = owned or x is not img
+            if clip is not None:
+                x = np.clip(x, clip[0], clip[1], out=x if owned else None)
+                owned = True
+        if owned and np.issubdtype(img.dtype, np.integer):
+            # restore_dtype's rounding and clipping, in place.
+            info = np.iinfo(img.dtype)
+            return np.clip(np.rint(x, out=x), info.min, info.max, out=x).astype(img.dtype)
+        return image_fns.restore_dtype(x, img.dtype)
+
+    return op
+
+
+def _record_factors(f: np.ndarray, dtype: np.dtype, ndim: int) -> np.ndarray:
+    """Record factors ``f`` (float64) in ``dtype``, shaped to broadcast over ``[B, ...]`` of ``ndim`` axes.
+
+    The per-record op multiplies by a Python float, which NumPy rounds to the array's dtype first: this rounding.
+    """
+    return np.asarray(f, dtype).reshape(-1, *(1,) * (ndim - 1))
+
+
+# Each adjustment below gives, record by record, the adjustment of image_fns on a float image: the same float
+# operations on each element in the same dtypes, then its cast back to the image's dtype. ``out`` is ``x`` or None;
+# a sum written into a narrower ``out`` (float16 image, float32 grey) is computed wide and then cast, as the
+# per-record sum is before restore_dtype casts it.
+
+
+def _brightness(x: np.ndarray, f: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``image_fns.adjust_brightness`` of each record ``i`` of float ``x`` by ``f[i]``."""
+    return np.multiply(x, _record_factors(f, x.dtype, x.ndim), out=out)
+
+
+def _contrast(x: np.ndarray, f: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``image_fns.adjust_contrast`` of each record ``i`` of float ``x`` by ``f[i]``."""
+    grey = image_fns.rgb_to_gray(x) if x.shape[-1] == 3 else x
+    # Each record's mean as the per-record op takes it: a pairwise sum over its contiguous values, then a division.
+    mean = np.ascontiguousarray(grey).reshape(len(x), -1).mean(axis=1)
+    pivot = _record_factors(1 - f, mean.dtype, x.ndim) * mean.reshape(-1, *(1,) * (x.ndim - 1))
+    y = np.multiply(_record_factors(f, x.dtype, x.ndim), x, out=out)
+    return np.add(y, pivot, out=y)
+
+
+def _saturation(x: np.ndarray, f: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``image_fns.adjust_saturation`` of each record ``i`` of float ``x`` by ``f[i]``."""
+    if x.shape[-1] == 1:
+        return x
+    if x.shape[-1] != 3:
+        raise ValueError(f"saturation needs 1 or 3 channels; image is {x.shape[1:]}")
+    grey = image_fns.rgb_to_gray(x)
+    blend = np.multiply(_record_factors(1 - f, grey.dtype, x.ndim), grey)[..., 0]
+    y = np.multiply(_record_factors(f, x.dtype, x.ndim), x, out=out)
+    # A channel at a time: adding the grey broadcast over the channels would run NumPy's inner loop over 3 values
+    # at a time, 5x slower.
+    for c in range(3):
+        np.add(y[..., c], blend, out=y[..., c])
+    return y
+
+
+_ADJUST = (_brightness, _contrast, _saturation)

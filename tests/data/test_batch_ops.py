@@ -149,3 +149,64 @@ def test_record_generators_as_fresh_philox(keys: list[int]) -> None:
         np.testing.assert_equal(got.bit_generator.state, want.bit_generator.state)
         np.testing.assert_array_equal(got.random(5), want.random(5))
         assert got.integers(0, 1000) == want.integers(0, 1000)
+
+
+JITTER_SPECS = [
+    "color_jitter(0.4, 0.4, 0.4)",
+    "color_jitter(0.4, 0.4, 0.4, clip=(0, 255))",
+    "color_jitter(0.4, 0.4, 0.4, clip=(0.0, 1.0))",
+    "color_jitter(1.5, 0.9, 2.0)",  # factors far from 1: integer images round and clip at both ends
+    "color_jitter(brightness=0.3)",  # one adjustment: one group whatever the permutations
+    "color_jitter(0.2, 0.5)",
+    "color_jitter(contrast=0.5, saturation=0.5, clip=(10, 200))",
+    "color_jitter()",
+    "color_jitter(0.4, 0.4, 0.4, same_for_views=True)",
+    "color_jitter(0.4, 0.4, 0.4, clip=(0, 255), same_for_views=True)",
+]
+
+
+def _views(seed: int, dtype: type) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    views = {k: rng.integers(0, 256, (12, 5, 6, 3), dtype=np.uint8) for k in ("image", "image_right", "image_next")}
+    if dtype is np.uint8:
+        return {**views, "label": np.arange(12)}
+    return {k: (v / 255).astype(dtype) for k, v in views.items()}
+
+
+@pytest.mark.parametrize("spec", JITTER_SPECS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("views", [("image",), ("image", "image_right"), ("image", "image_right", "image_next")])
+def test_color_jitter_as_per_record(spec: str, dtype: type, views: tuple[str, ...]) -> None:
+    batch = {k: v for k, v in _views(7, dtype).items() if not k.startswith("image") or k in views}
+    _check_same(spec, batch, 7)
+
+
+@pytest.mark.parametrize(
+    "spec", ["color_jitter(0.4, 0.4, 0.4)", "flip_lr|random_crop(8, pad=1)|color_jitter(0.3, 0.6, clip=(0, 16))"]
+)
+def test_color_jitter_one_channel(spec: str) -> None:
+    # Saturation leaves a grey image alone; contrast pivots on the mean of its single channel.
+    _check_same(spec, _digits(8), 8)
+    _check_same(spec, {"image": _digits(8)["image"].astype(np.float32)}, 8)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("spec", ["color_jitter(0.4, 0.4, 0.4)", "color_jitter(0.3, 0.5, 0.7, clip=(0.0, 1.0))"])
+def test_color_jitter_other_float_dtypes(spec: str, dtype: type) -> None:
+    # float16 views meet a float32 grey: sums computed in float32 and cast back after each adjustment, per record.
+    _check_same(spec, _views(10, dtype), 10)
+
+
+def test_color_jitter_chain() -> None:
+    _check_same("flip_lr|random_crop(32, pad=4)|color_jitter(0.4, 0.4, 0.4)|cutout(8)|normalize", _cifar(9), 9)
+
+
+def test_color_jitter_refusals_as_per_record() -> None:
+    with pytest.raises(ValueError, match=r"strengths must be >= 0, got \[0.1, -0.2, 0.0\]"):
+        batch_ops.parse("color_jitter(0.1, -0.2)")
+    batch = {"image": np.zeros((3, 4, 4, 4), np.uint8)}
+    with pytest.raises(ValueError) as want:
+        _per_record("color_jitter(saturation=0.5)", batch, _generators(0, 3))
+    with pytest.raises(ValueError) as got:
+        batch_ops.apply_batch("color_jitter(saturation=0.5)", batch, _generators(0, 3))
+    assert str(got.value) == str(want.value)
