@@ -28,6 +28,7 @@ import numpy as np
 
 from mlcv.config import ConfigError
 from mlcv.data import batch_ops, index_shuffle, pipeline
+from mlcv.data.ops import checks as example_checks
 
 #: ``config.data.pipeline``'s values. "auto": "batch" where it can run, else "record".
 PIPELINES = ("auto", "record", "batch", "device")
@@ -59,8 +60,9 @@ def read_split(source: Any, keys: Sequence[str], name: str, checks: pipeline.Lab
     """Every record of ``source``, its ``keys`` stacked into arrays, labels checked as the per-record loader does.
 
     Raises:
-      ConfigError: a record lacks a key, records of different shapes (naming the key and both shapes), or labels
-        outside their classes (:func:`pipeline.check_labels`).
+      ConfigError: a record lacks a key, records of different shapes (naming the key and both shapes), non-finite
+        ground truth where its mask says valid (``checks.check_finite``), or labels outside their classes
+        (:func:`pipeline.check_labels`).
     """
     columns: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for i in range(len(source)):
@@ -76,6 +78,10 @@ def read_split(source: Any, keys: Sequence[str], name: str, checks: pipeline.Lab
                     "held in memory needs one shape (config.data.pipeline='record' reads records of any shape)"
                 )
             columns[key].append(value)
+        try:  # as the per-record loader checks each example: NaN ground truth where its mask says valid
+            example_checks.check_finite({k: columns[k][-1] for k in keys})
+        except ValueError as e:
+            raise ConfigError(f"dataset {name!r} (config.data.name), record {i}: {e}") from None
     arrays = {k: np.stack(v) for k, v in columns.items()}
     return pipeline.check_labels(arrays, checks)
 

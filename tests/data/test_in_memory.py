@@ -79,6 +79,11 @@ def test_read_split_names_ragged_records_and_bad_labels():
     bad = [{"image": np.zeros((4, 4, 1)), "label": 3}]
     with pytest.raises(ConfigError, match=r"label holds label\(s\) \[3\] outside 0..1"):
         in_memory.read_split(bad, KEYS, "toy", ("toy", {"label": (2, None)}))
+    disparity = np.ones((2, 4, 4), np.float32)
+    disparity[1, 2, 3] = np.nan
+    records = [{"image": np.zeros((4, 4, 1)), "disparity": d} for d in disparity]
+    with pytest.raises(ConfigError, match=r"record 1: disparity holds 1 non-finite value\(s\)"):
+        in_memory.read_split(records, ("image", "disparity"), "toy", None)
     with pytest.raises(ConfigError, match="record 0 lacks 'label'"):
         in_memory.read_split([{"image": np.zeros((4, 4, 1))}], KEYS, "toy", None)
 
