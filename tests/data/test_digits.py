@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
+def spec():
+    return data.get("digits")
+
+
+@pytest.fixture(scope="module")
 def splits(spec):
     """Records of the full train split, the test split and the validation slice, as lists of dicts."""
     out = {}

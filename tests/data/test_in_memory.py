@@ -6,12 +6,22 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mlcv import defaults
+from mlcv import data, defaults
 from mlcv.config import ConfigError
 from mlcv.data import batch_ops, in_memory, pipeline
 
 KEYS = ("image", "label")
 RANDOM = "flip_lr|random_crop(8, pad=1)|cutout(3)|normalize"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return data.get("digits")
+
+
+@pytest.fixture(scope="module")
+def src(spec):
+    return data.source(spec, "test")  # 360 records
 
 
 def _stream(src, spec, pp, *, seed=0, batch_size=40):

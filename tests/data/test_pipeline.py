@@ -6,12 +6,23 @@ import numpy as np
 import pytest
 from absl import flags
 
+from mlcv import data
 from mlcv.config import ConfigError
 from mlcv.data import pipeline
 
 KEYS = ("image", "label")
 PLAIN = "keep('image', 'label')"  # deterministic, keeps raw uint8 images to identify records
 RANDOM = "flip_lr|random_crop(8, pad=1)|normalize"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return data.get("digits")
+
+
+@pytest.fixture(scope="module")
+def src(spec):
+    return data.source(spec, "test")  # 360 records
 
 
 def _loader(src, spec, *, seed=0, batch_size=40, pp=PLAIN, worker_count=0):
