@@ -33,29 +33,21 @@ from typing import Any
 import numpy as np
 
 from mlcv.data import batch_dense
-from mlcv.data import ops as ops_lib
 from mlcv.data.ops import image_fns, photometric, registry
 
 Batch = batch_dense.Batch
 BatchOp = batch_dense.BatchOp
 
-# name -> (the batch factory, taking the per-record op's arguments by name; the keys the batch op moves).
-_BATCH_OPS: dict[str, tuple[Callable[..., BatchOp], tuple[str, ...]]] = {}
-
-
-def _batched(
-    name: str, handles: tuple[str, ...] = ("image",)
-) -> Callable[[Callable[..., BatchOp]], Callable[..., BatchOp]]:
-    def wrap(factory: Callable[..., BatchOp]) -> Callable[..., BatchOp]:
-        _BATCH_OPS[name] = (factory, handles)
-        return factory
-
-    return wrap
+# The batch versions, each under its per-record op's name with the keys it moves.
+_VERSIONS = registry.BatchVersions(
+    "batch", "per record", " (box rows and proposals differ in count from record to record)"
+)
+_batched = _VERSIONS.register
 
 
 def names() -> list[str]:
     """The ops that have a batch version."""
-    return sorted(_BATCH_OPS)
+    return _VERSIONS.names()
 
 
 def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> BatchOp:
@@ -66,7 +58,7 @@ def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> Batch
         registered op without a batch version, named.
     """
     defaults = defaults or {}
-    batch_ops = [_parse_one(piece.strip(), defaults) for piece in spec.split("|") if piece.strip()]
+    batch_ops = [_VERSIONS.bind(piece.strip(), defaults) for piece in spec.split("|") if piece.strip()]
 
     def composed(batch: Batch, rngs: Sequence[np.random.Generator]) -> Batch:
         _check_batch(batch, rngs)
@@ -120,36 +112,6 @@ class RecordGenerators:
                 "uinteger": 0,
             }
         return self._pool[: len(keys)]
-
-
-def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> BatchOp:
-    # The per-record parser's reading (errors, the dataset's defaults, then the per-record op's own, such as
-    # flip_lr's p): a string means the same on both paths, and each default is written once.
-    name, bound = registry.parse_call(piece, defaults)
-    if name not in _BATCH_OPS:
-        raise ValueError(
-            f"preprocessing op {name!r} has no batch version; batch-level ops: {', '.join(names())} "
-            "(apply the others per record)"
-        )
-    factory, handles = _BATCH_OPS[name]
-    return _guarded(name, handles, factory(**bound.arguments))
-
-
-def _guarded(name: str, handles: tuple[str, ...], op: BatchOp) -> BatchOp:
-    """``op`` refusing batches with keys that the per-record op would move and the batch op does not."""
-    moved = [k for k in ops_lib.moves(name) if k not in handles]
-
-    def checked(batch: Batch, rngs: Sequence[np.random.Generator]) -> Batch:
-        unmoved = [k for k in moved if k in batch]
-        if unmoved:
-            raise ValueError(
-                f"{name}: the batch has {unmoved}, which the per-record op would move and the batch version does "
-                "not (box rows and proposals differ in count from record to record); preprocess such examples per "
-                "record"
-            )
-        return op(batch, rngs)
-
-    return checked
 
 
 def _check_batch(batch: Batch, rngs: Sequence[np.random.Generator]) -> None:

@@ -34,29 +34,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlcv.data import ops as ops_lib
 from mlcv.data.ops import photometric, registry
 
 Batch = dict[str, jax.Array]
 DeviceOp = Callable[[Batch, jax.Array], Batch]
 
-# name -> (the device factory, taking the per-record op's arguments by name; the keys the device op moves).
-_DEVICE_OPS: dict[str, tuple[Callable[..., DeviceOp], tuple[str, ...]]] = {}
-
-
-def _device(
-    name: str, handles: tuple[str, ...] = ("image",)
-) -> Callable[[Callable[..., DeviceOp]], Callable[..., DeviceOp]]:
-    def wrap(factory: Callable[..., DeviceOp]) -> Callable[..., DeviceOp]:
-        _DEVICE_OPS[name] = (factory, handles)
-        return factory
-
-    return wrap
+# The device versions, each under its per-record op's name with the keys it moves.
+_VERSIONS = registry.BatchVersions("device", "on the host")
+_device = _VERSIONS.register
 
 
 def names() -> list[str]:
     """The ops that have a device version."""
-    return sorted(_DEVICE_OPS)
+    return _VERSIONS.names()
 
 
 def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> DeviceOp:
@@ -70,7 +60,7 @@ def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> Devic
         larger than the image, keys the op cannot move) are raised when the result is called or traced.
     """
     defaults = defaults or {}
-    device_ops = [_parse_one(piece.strip(), defaults) for piece in spec.split("|") if piece.strip()]
+    device_ops = [_VERSIONS.bind(piece.strip(), defaults) for piece in spec.split("|") if piece.strip()]
 
     def composed(batch: Batch, key: jax.Array) -> Batch:
         _check_batch(batch)
@@ -79,35 +69,6 @@ def parse(spec: str, defaults: dict[str, dict[str, Any]] | None = None) -> Devic
         return batch
 
     return composed
-
-
-def _parse_one(piece: str, defaults: dict[str, dict[str, Any]]) -> DeviceOp:
-    # The per-record parser's reading (its errors, the dataset's defaults, then the per-record op's own): a string
-    # means the same on every path, and each default is written once.
-    name, bound = registry.parse_call(piece, defaults)
-    if name not in _DEVICE_OPS:
-        raise ValueError(
-            f"preprocessing op {name!r} has no device version; device ops: {', '.join(names())} "
-            "(apply the others on the host)"
-        )
-    factory, handles = _DEVICE_OPS[name]
-    return _guarded(name, handles, factory(**bound.arguments))
-
-
-def _guarded(name: str, handles: tuple[str, ...], op: DeviceOp) -> DeviceOp:
-    """``op`` refusing batches with keys that the per-record op would move and the device op does not."""
-    moved = [k for k in ops_lib.moves(name) if k not in handles]
-
-    def checked(batch: Batch, key: jax.Array) -> Batch:
-        unmoved = [k for k in moved if k in batch]
-        if unmoved:
-            raise ValueError(
-                f"{name}: the device version moves only {list(handles)}, but the batch has {unmoved}, which the "
-                "per-record op would move too; preprocess such examples on the host"
-            )
-        return op(batch, key)
-
-    return checked
 
 
 def _check_batch(batch: Batch) -> None:

@@ -138,3 +138,57 @@ def _literal(node: ast.AST) -> Any:
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_literal(e) for e in node.elts)
     return ast.literal_eval(node)
+
+
+class BatchVersions:
+    """A table of whole-batch versions of registered ops: the host's batch ops and the device ops each keep one.
+
+    A version is registered under its op's name with the keys it moves (``handles``); :meth:`bind` reads one piece
+    of an op string through :func:`parse_call`, so a string means the same on every path, and wraps the version so
+    that it refuses a batch holding a key the per-record op would move and the version does not.
+
+    Args:
+      kind: the versions' name in messages ("batch", "device").
+      elsewhere: where the ops without a version run, for messages ("per record", "on the host").
+      why: why some keys are refused, appended to the refusal ("" for none).
+    """
+
+    def __init__(self, kind: str, elsewhere: str, why: str = ""):
+        self.kind, self.elsewhere, self.why = kind, elsewhere, why
+        self._table: dict[str, tuple[Callable[..., Callable[..., Any]], tuple[str, ...]]] = {}
+
+    def register(self, name: str, handles: tuple[str, ...] = ("image",)) -> Callable[[Callable], Callable]:
+        """Registers the factory of ``name``'s version, taking the per-record op's arguments by name."""
+
+        def wrap(factory: Callable) -> Callable:
+            self._table[name] = (factory, tuple(handles))
+            return factory
+
+        return wrap
+
+    def names(self) -> list[str]:
+        """The ops that have a version here."""
+        return sorted(self._table)
+
+    def bind(self, piece: str, defaults: dict[str, dict[str, Any]]) -> Callable[..., Any]:
+        """The version of one op of a string, ``(batch, *draws) -> batch``; ValueError names an op without one."""
+        name, bound = parse_call(piece, defaults)
+        if name not in self._table:
+            raise ValueError(
+                f"preprocessing op {name!r} has no {self.kind} version; {self.kind} ops: {', '.join(self.names())} "
+                f"(apply the others {self.elsewhere})"
+            )
+        factory, handles = self._table[name]
+        op = factory(**bound.arguments)
+        moved = [k for k in moves(name) if k not in handles]
+
+        def checked(batch: dict[str, Any], *draws: Any) -> dict[str, Any]:
+            unmoved = [k for k in moved if k in batch]
+            if unmoved:
+                raise ValueError(
+                    f"{name}: the batch has {unmoved}, which the per-record op would move and the {self.kind} "
+                    f"version does not{self.why}; preprocess such examples {self.elsewhere}"
+                )
+            return op(batch, *draws)
+
+        return checked
